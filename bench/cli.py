@@ -1,0 +1,18 @@
+"""`telesfu bench`: the load harness's command line."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="telesfu bench", description="telesfu load harness")
+    sub = parser.add_subparsers(dest="scenario", required=True)
+    p_control = sub.add_parser("control", help="control-plane throughput: admission decisions and API latency")
+    from bench import control as control_bench
+
+    control_bench.add_arguments(p_control)
+    args = parser.parse_args(argv)
+    if args.scenario == "control":
+        return control_bench.run(args)
+    return 2

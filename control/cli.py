@@ -1,0 +1,119 @@
+"""`telesfu` command line: `serve` runs a node, `bench` runs the load harness."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from datetime import timedelta
+
+from control.config import Config, ConfigError, load_config
+from control.store.base import StoreError
+
+log = logging.getLogger("telesfu")
+
+
+def setup_logging() -> None:
+    level = os.environ.get("TELESFU_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(level=getattr(logging, level, logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+async def register_demo(node: object) -> dict[str, str]:
+    """A demo provider, client and an appointment starting now; returns their join links."""
+    from control.domain.models import Appointment, Client, Provider, Role, utcnow
+    from control.node import Node
+
+    assert isinstance(node, Node)
+    now = utcnow().replace(microsecond=0)
+    await node.store.put_provider(Provider("demo-provider", "Dr. Demo", teletherapy_enabled=True,
+                                           waiting_room_enabled=True))
+    await node.store.put_client(Client("demo-client", "Demo Client", portal_account_active=True))
+    apt = Appointment("demo-appointment", "demo-provider", ("demo-client",), True, now, now + timedelta(hours=1))
+    await node.store.put_appointment(apt)
+    links = {}
+    for pid, role, name in (("demo-provider", Role.PROVIDER, "Dr. Demo"), ("demo-client", Role.CLIENT, "Demo Client")):
+        t = node.tokens.mint(pid, role, apt.id, name, ttl_seconds=3600)
+        links[pid] = f"{node.config.public_url()}/join#token={t.token}"
+    return links
+
+
+async def serve(config: Config, demo: bool) -> int:
+    from aiohttp import web
+
+    from control.api.app import build_app
+    from control.node import Node
+
+    try:
+        node = await Node.create(config)
+    except StoreError as e:
+        print(f"telesfu: {e}", file=sys.stderr)
+        return 1
+    app = build_app(node)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, config.http.host, config.http.port, reuse_address=True)
+    try:
+        await site.start()
+    except OSError as e:
+        print(f"telesfu: cannot listen on {config.http.host}:{config.http.port}: {e.strerror}", file=sys.stderr)
+        await runner.cleanup()
+        return 1
+    if config.http.port == 0:  # an ephemeral port: tell the real one
+        sock = site._server.sockets[0]  # type: ignore[union-attr]
+        config.http.port = sock.getsockname()[1]
+    base = config.public_url()
+    print(f"telesfu {node.node_id} serving (store: {node.store.kind})", flush=True)
+    print(f"  control API  {base}/v1/   (Authorization: Bearer <api key>)", flush=True)
+    print(f"  OpenAPI      {base}/v1/openapi.json", flush=True)
+    print(f"  metrics      {base}/metrics", flush=True)
+    print(f"  health       {base}/healthz  {base}/readyz", flush=True)
+    if demo:
+        links = await register_demo(node)
+        print("  demo appointment 'demo-appointment' (waiting room on); join links, valid 1 hour:", flush=True)
+        for pid, link in links.items():
+            print(f"    {pid:14} {link}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    print("telesfu: shutting down", flush=True)
+    await runner.cleanup()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="telesfu", description="Telehealth WebRTC SFU and control plane")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_serve = sub.add_parser("serve", help="run a node")
+    p_serve.add_argument("--config", help="TOML configuration file (default: the embedded defaults)")
+    p_serve.add_argument("--demo", action="store_true",
+                         help="register a demo provider, client and appointment and print join links")
+    p_bench = sub.add_parser("bench", help="run the load harness (see bench/)")
+    p_bench.add_argument("args", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    setup_logging()
+    if args.command == "bench":
+        from bench.cli import main as bench_main
+
+        return bench_main(args.args)
+    try:
+        config = load_config(args.config)
+    except ConfigError as e:
+        print(f"telesfu: {e}", file=sys.stderr)
+        return 2
+    try:
+        import uvloop
+
+        return uvloop.run(serve(config, args.demo))
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

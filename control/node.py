@@ -1,0 +1,82 @@
+"""A node: the control/signaling process and (later) its media workers, wired together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import socket
+
+from control.config import Config
+from control.events import RoomEvents
+from control.metrics import InstrumentedStore, Metrics
+from control.reminders import Reminders
+from control.rooms import Rooms
+from control.store.base import Store, open_store
+from control.tokens import TokenService
+from control.webhooks import Webhooks
+
+log = logging.getLogger("telesfu.node")
+
+
+class Node:
+    """Owns the store, token service, rooms, webhooks and reminders of one `telesfu serve`."""
+
+    def __init__(self, config: Config, store: Store, node_id: str | None = None) -> None:
+        self.config = config
+        self.node_id = node_id or f"{socket.gethostname()[:32]}-{secrets.token_hex(3)}"
+        self.metrics = Metrics()
+        self.store: Store = InstrumentedStore(store, self.metrics)  # type: ignore[assignment]
+        self.tokens = TokenService(config.tokens.keys, config.tokens.ttl_seconds, config.tokens.leeway_seconds)
+        self.events = RoomEvents()
+        self.webhooks = Webhooks(config.webhooks, self.store, self.metrics)
+        self.rooms = Rooms(self.store, self.tokens, self.webhooks, self.events, self.metrics, config.rooms,
+                           self.node_id)
+        self.reminders = Reminders(self.store, self.webhooks, self.metrics, config.rooms.reminder_lead_minutes)
+        self._gauges: asyncio.Task[None] | None = None
+        self.started = False
+
+    @classmethod
+    async def create(cls, config: Config, node_id: str | None = None) -> Node:
+        return cls(config, await open_store(config.store.url), node_id)
+
+    async def start(self) -> None:
+        self.webhooks.start()
+        self.reminders.start()
+        self._gauges = asyncio.get_running_loop().create_task(self._refresh_gauges(), name="gauges")
+        self.started = True
+        log.info("node %s started (store %s)", self.node_id, self.store.kind)
+
+    async def stop(self) -> None:
+        self.started = False
+        if self._gauges is not None:
+            self._gauges.cancel()
+            try:
+                await self._gauges
+            except asyncio.CancelledError:
+                pass
+        await self.reminders.stop()
+        await self.webhooks.stop()
+        await self.store.close()
+        log.info("node %s stopped", self.node_id)
+
+    async def ready(self) -> bool:
+        try:
+            return self.started and await self.store.ping()
+        except Exception:
+            return False
+
+    async def refresh_gauges(self) -> None:
+        rooms = await self.store.list_open_rooms()
+        self.metrics.open_rooms.set(len(rooms))
+        self.metrics.waiting_participants.set(sum(len(r.waiting) for r in rooms))
+        self.metrics.admitted_participants.set(sum(len(r.admitted) for r in rooms))
+        self.metrics.webhook_queue.set(await self.store.webhook_queue_depth())
+
+    async def _refresh_gauges(self) -> None:
+        while True:
+            try:
+                await self.refresh_gauges()
+            except Exception:
+                log.warning("could not refresh gauges", exc_info=True)
+            await asyncio.sleep(5)

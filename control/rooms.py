@@ -1,0 +1,324 @@
+"""Room use cases: join, admit, deny, remove, mute, leave, end.
+
+The one path every caller takes (control API, signaling): the pure domain decides, the store
+applies atomically, then the effects follow (audit entry, metrics, webhooks, room events).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from control.config import RoomsConfig
+from control.domain.admission import Authority, Code, Decision, JoinClaims, JoinWindow, decide, may_manage
+from control.domain.models import (
+    Appointment,
+    AuditEntry,
+    Presence,
+    Role,
+    Room,
+    RoomMember,
+    format_time,
+    utcnow,
+)
+from control.events import RoomEvent, RoomEvents, RoomEventType
+from control.metrics import Metrics
+from control.store.base import Store
+from control.tokens import TokenService
+from control.webhooks import Webhooks
+
+log = logging.getLogger("telesfu.rooms")
+
+API_ACTOR = "api"
+
+
+class ActionError(Exception):
+    """An admit/deny/remove/mute/end that cannot be done; `code` is stable, `status` an HTTP status."""
+
+    def __init__(self, code: str, message: str, status: int) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+class ActionResult(StrEnum):
+    ADMITTED = "admitted"
+    ALREADY_ADMITTED = "already_admitted"
+    CLEARED = "cleared"  # admitted ahead of their next join
+    DENIED = "denied"
+    REMOVED = "removed"
+    MUTED = "muted"
+    ENDED = "ended"
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    id: str
+    authority: Authority
+    role: Role | None = None
+
+    @classmethod
+    def api(cls) -> Actor:
+        return cls(API_ACTOR, Authority.API)
+
+
+@dataclass(frozen=True, slots=True)
+class JoinResult:
+    decision: Decision
+    claims: JoinClaims | None
+    appointment: Appointment | None
+    room: Room | None  # the room after the join (None when refused before a room existed)
+
+    @property
+    def code(self) -> Code:
+        return self.decision.code
+
+
+class Rooms:
+    def __init__(self, store: Store, tokens: TokenService, webhooks: Webhooks, events: RoomEvents,
+                 metrics: Metrics, config: RoomsConfig, node_id: str,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.store = store
+        self.tokens = tokens
+        self.webhooks = webhooks
+        self.events = events
+        self.metrics = metrics
+        self.config = config
+        self.node_id = node_id
+        self.clock = clock
+        self.window = JoinWindow(timedelta(minutes=config.join_early_minutes),
+                                 timedelta(minutes=config.join_late_minutes))
+
+    # -- join ---------------------------------------------------------------------------------
+
+    async def join(self, token: str) -> JoinResult:
+        now = self.clock()
+        checked = self.tokens.check(token, now.timestamp())
+        if isinstance(checked, Code):
+            return await self._refused(Decision(checked), None, None, None)
+        claims = checked
+        apt = await self.store.get_appointment(claims.apt)
+        provider = await self.store.get_provider(apt.provider_id) if apt else None
+        client = await self.store.get_client(claims.sub) if apt and claims.role is Role.CLIENT else None
+        if apt is None:
+            return await self._refused(Decision(Code.APPOINTMENT_NOT_FOUND), claims, None, None)
+        max_p = self.config.max_participants
+
+        def apply(room: Room | None) -> tuple[Room | None, tuple[Decision, Room | None, Room | None]]:
+            before = room
+            if room is not None and not room.is_open and room.close_reason == "empty":
+                # everyone had left: the next join opens a new session; denials stand
+                room = replace(room, opened_at=now, closed_at=None, close_reason="", members=(),
+                               node_id=self.node_id)
+                before = None
+            decision = decide(claims, apt, provider, client, room, now, self.window, max_p)
+            if decision.refused:
+                return None, (decision, before, room)
+            assert decision.presence is not None and decision.role is not None
+            current = room.member(claims.sub) if room else None
+            since = current.since if current is not None and current.presence is decision.presence else now
+            member = RoomMember(claims.sub, decision.role, decision.presence, since, claims.name)
+            base = room or Room(apt.id, opened_at=now, node_id=self.node_id)
+            after = base.with_member(member)
+            return after, (decision, before, after)
+
+        decision, before, after = await self.store.update_room(apt.id, apply)
+        if decision.refused:
+            return await self._refused(decision, claims, apt, after)
+        assert after is not None
+        await self._audit(apt.id, "join", claims.sub, claims.sub, decision.code.value)
+        self.metrics.admissions.labels(decision.code.value).inc()
+        member = after.member(claims.sub)
+        assert member is not None
+        previous = before.member(claims.sub) if before else None
+        if before is None:
+            await self.webhooks.emit("room.started", {"appointment_id": apt.id, "node_id": self.node_id})
+        if decision.code is Code.WAITING and previous is None:
+            await self.webhooks.emit("participant.waiting", self._pdata(apt.id, member))
+            self.events.publish(RoomEvent(RoomEventType.WAITING, apt.id, claims.sub, member))
+        elif decision.code is Code.ADMITTED and (previous is None or previous.presence is not Presence.ADMITTED):
+            await self.webhooks.emit("participant.joined", self._pdata(apt.id, member))
+            self.events.publish(RoomEvent(RoomEventType.ADMITTED, apt.id, claims.sub, member))
+        return JoinResult(decision, claims, apt, after)
+
+    async def _refused(self, decision: Decision, claims: JoinClaims | None, apt: Appointment | None,
+                       room: Room | None) -> JoinResult:
+        self.metrics.admissions.labels(decision.code.value).inc()
+        apt_id = apt.id if apt else (claims.apt if claims else "")
+        if apt_id:  # an unverifiable token names no appointment we could file it under
+            await self._audit(apt_id, "join", claims.sub if claims else "", claims.sub if claims else "",
+                              decision.code.value)
+        return JoinResult(decision, claims, apt, room)
+
+    # -- provider / practice actions ------------------------------------------------------------
+
+    async def _authorised(self, appointment_id: str, actor: Actor, action: str) -> Appointment:
+        apt = await self.store.get_appointment(appointment_id)
+        if apt is None:
+            raise ActionError("appointment_not_found", "no such appointment", 404)
+        if not may_manage(actor.id, actor.role, actor.authority, apt):
+            await self._audit(appointment_id, action, actor.id, "", "forbidden")
+            self.metrics.waiting_actions.labels(action, "forbidden").inc()
+            raise ActionError("forbidden", f"only the appointment's provider may {action}", 403)
+        return apt
+
+    async def admit(self, appointment_id: str, participant_id: str, actor: Actor) -> ActionResult:
+        apt = await self._authorised(appointment_id, actor, "admit")
+        if apt.role_of(participant_id) is None:
+            raise ActionError("not_on_roster", "that participant is not on the appointment's roster", 404)
+        now = self.clock()
+
+        def apply(room: Room | None) -> tuple[Room | None, tuple[ActionResult, RoomMember | None]]:
+            if room is None or not room.is_open:
+                raise ActionError("room_not_open", "the room is not open", 409)
+            m = room.member(participant_id)
+            if m is not None and m.presence is Presence.ADMITTED:
+                return None, (ActionResult.ALREADY_ADMITTED, m)
+            if m is None:
+                return room.with_clearance(participant_id), (ActionResult.CLEARED, None)
+            return room.with_member(replace(m, presence=Presence.ADMITTED, since=now)), (ActionResult.ADMITTED, m)
+
+        result, waited = await self.store.update_room(appointment_id, apply)
+        await self._audit(appointment_id, "admit", actor.id, participant_id, result.value)
+        self.metrics.waiting_actions.labels("admit", result.value).inc()
+        if result is ActionResult.ADMITTED:
+            assert waited is not None
+            self.metrics.wait_time.observe(max(0.0, (now - waited.since).total_seconds()))
+            member = replace(waited, presence=Presence.ADMITTED, since=now)
+            await self.webhooks.emit("participant.admitted", {**self._pdata(appointment_id, member),
+                                                              "waited_seconds": round((now - waited.since).total_seconds(), 3),
+                                                              "actor_id": actor.id})
+            await self.webhooks.emit("participant.joined", self._pdata(appointment_id, member))
+            self.events.publish(RoomEvent(RoomEventType.ADMITTED, appointment_id, participant_id, member))
+        elif result is ActionResult.CLEARED:
+            self.events.publish(RoomEvent(RoomEventType.CLEARED, appointment_id, participant_id))
+        return result
+
+    async def admit_all(self, appointment_id: str, actor: Actor) -> list[str]:
+        await self._authorised(appointment_id, actor, "admit")
+        room = await self.store.get_room(appointment_id)
+        admitted = []
+        for m in room.waiting if room else ():
+            try:
+                if await self.admit(appointment_id, m.participant_id, actor) is ActionResult.ADMITTED:
+                    admitted.append(m.participant_id)
+            except ActionError:
+                continue  # left or was handled meanwhile
+        return admitted
+
+    async def deny(self, appointment_id: str, participant_id: str, actor: Actor, reason: str = "") -> ActionResult:
+        await self._authorised(appointment_id, actor, "deny")
+
+        def apply(room: Room | None) -> tuple[Room | None, RoomMember]:
+            m = room.member(participant_id) if room else None
+            if room is None or m is None or m.presence is not Presence.WAITING:
+                raise ActionError("not_waiting", "that participant is not in the waiting room", 409)
+            return room.without_member(participant_id, deny=True), m
+
+        member = await self.store.update_room(appointment_id, apply)
+        await self._audit(appointment_id, "deny", actor.id, participant_id, "denied")
+        self.metrics.waiting_actions.labels("deny", "denied").inc()
+        await self.webhooks.emit("participant.denied", {**self._pdata(appointment_id, member), "reason": reason,
+                                                        "actor_id": actor.id})
+        self.events.publish(RoomEvent(RoomEventType.DENIED, appointment_id, participant_id, member, reason))
+        return ActionResult.DENIED
+
+    async def remove(self, appointment_id: str, participant_id: str, actor: Actor, reason: str = "") -> ActionResult:
+        await self._authorised(appointment_id, actor, "remove")
+        if actor.authority is Authority.PARTICIPANT and participant_id == actor.id:
+            raise ActionError("invalid_target", "use leave to leave the room", 400)
+
+        def apply(room: Room | None) -> tuple[Room | None, RoomMember]:
+            m = room.member(participant_id) if room else None
+            if room is None or m is None:
+                raise ActionError("not_in_room", "that participant is not in the room", 404)
+            return room.without_member(participant_id, deny=True), m
+
+        member = await self.store.update_room(appointment_id, apply)
+        await self._audit(appointment_id, "remove", actor.id, participant_id, "removed")
+        self.metrics.waiting_actions.labels("remove", "removed").inc()
+        if member.presence is Presence.WAITING:
+            await self.webhooks.emit("participant.denied", {**self._pdata(appointment_id, member),
+                                                            "reason": reason or "removed", "actor_id": actor.id})
+        else:
+            await self.webhooks.emit("participant.left", {**self._pdata(appointment_id, member),
+                                                          "reason": "removed", "actor_id": actor.id})
+        self.events.publish(RoomEvent(RoomEventType.REMOVED, appointment_id, participant_id, member, reason))
+        await self._finish_if_empty(appointment_id)
+        return ActionResult.REMOVED
+
+    async def mute(self, appointment_id: str, participant_id: str, actor: Actor, kind: str = "",
+                   muted: bool = True) -> ActionResult:
+        await self._authorised(appointment_id, actor, "mute")
+        room = await self.store.get_room(appointment_id)
+        m = room.member(participant_id) if room else None
+        if m is None or m.presence is not Presence.ADMITTED:
+            raise ActionError("not_in_room", "that participant is not in the room", 404)
+        await self._audit(appointment_id, "mute", actor.id, participant_id, f"{'muted' if muted else 'unmuted'}"
+                                                                           f"{':' + kind if kind else ''}")
+        self.metrics.waiting_actions.labels("mute", "muted" if muted else "unmuted").inc()
+        self.events.publish(RoomEvent(RoomEventType.MUTED, appointment_id, participant_id, m, kind=kind,
+                                      muted=muted))
+        return ActionResult.MUTED
+
+    async def leave(self, appointment_id: str, participant_id: str, reason: str = "left") -> bool:
+        """A participant left (or dropped for good). False when they were not in the room."""
+
+        def apply(room: Room | None) -> tuple[Room | None, RoomMember | None]:
+            m = room.member(participant_id) if room else None
+            if room is None or m is None:
+                return None, None
+            return room.without_member(participant_id, deny=False), m
+
+        member = await self.store.update_room(appointment_id, apply)
+        if member is None:
+            return False
+        await self._audit(appointment_id, "leave", participant_id, participant_id, reason)
+        await self.webhooks.emit("participant.left", {**self._pdata(appointment_id, member), "reason": reason})
+        self.events.publish(RoomEvent(RoomEventType.LEFT, appointment_id, participant_id, member, reason))
+        await self._finish_if_empty(appointment_id)
+        return True
+
+    async def end(self, appointment_id: str, actor: Actor, reason: str = "ended") -> ActionResult:
+        """End the session for everyone; nobody can rejoin it."""
+        await self._authorised(appointment_id, actor, "end")
+        now = self.clock()
+
+        def apply(room: Room | None) -> tuple[Room | None, tuple[RoomMember, ...]]:
+            if room is None or not room.is_open:
+                raise ActionError("room_not_open", "the room is not open", 404)
+            return replace(room, members=(), closed_at=now, close_reason=reason), room.members
+
+        members = await self.store.update_room(appointment_id, apply)
+        await self._audit(appointment_id, "end", actor.id, "", reason)
+        for m in members:
+            await self.webhooks.emit("participant.left", {**self._pdata(appointment_id, m), "reason": reason})
+        await self.webhooks.emit("room.finished", {"appointment_id": appointment_id, "reason": reason})
+        self.events.publish(RoomEvent(RoomEventType.CLOSED, appointment_id, reason=reason))
+        return ActionResult.ENDED
+
+    async def _finish_if_empty(self, appointment_id: str) -> None:
+        now = self.clock()
+
+        def apply(room: Room | None) -> tuple[Room | None, bool]:
+            if room is None or not room.is_open or room.members:
+                return None, False
+            return replace(room, closed_at=now, close_reason="empty"), True
+
+        if await self.store.update_room(appointment_id, apply):
+            await self.webhooks.emit("room.finished", {"appointment_id": appointment_id, "reason": "empty"})
+            self.events.publish(RoomEvent(RoomEventType.CLOSED, appointment_id, reason="empty"))
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    async def _audit(self, appointment_id: str, action: str, actor_id: str, subject_id: str, code: str) -> None:
+        await self.store.append_audit(AuditEntry(self.clock(), appointment_id, action, actor_id, subject_id, code))
+
+    @staticmethod
+    def _pdata(appointment_id: str, m: RoomMember) -> dict[str, object]:
+        return {"appointment_id": appointment_id, "participant_id": m.participant_id, "role": m.role.value,
+                "at": format_time(utcnow())}

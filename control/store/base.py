@@ -1,0 +1,118 @@
+"""The store: one interface, two backends (in-memory, Redis).
+
+Room state changes go through `update_room`, an atomic read-modify-write: the memory backend
+runs it without yielding; the Redis backend runs it in a WATCH/MULTI transaction and retries
+when another node changed the room in between. The function it runs must be pure.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from control.domain.models import Appointment, AuditEntry, Client, Provider, Room
+
+T = TypeVar("T")
+
+# fn(current room or None) -> (new room or None to leave it unchanged, result)
+RoomUpdate = Callable[[Room | None], tuple[Room | None, T]]
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookEvent:
+    id: str
+    type: str
+    created_at: str
+    data: dict[str, Any]
+
+    def body(self) -> bytes:
+        return json.dumps({"id": self.id, "type": self.type, "created_at": self.created_at,
+                           "data": self.data}, separators=(",", ":"), sort_keys=True).encode()
+
+    def to_json(self) -> str:
+        return self.body().decode()
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> WebhookEvent:
+        d = json.loads(text)
+        return cls(d["id"], d["type"], d["created_at"], d["data"])
+
+
+@dataclass(frozen=True, slots=True)
+class PendingWebhook:
+    event: WebhookEvent
+    attempts: int  # delivery attempts made before this one
+
+
+class StoreError(Exception):
+    """The backend failed (connection lost, too much contention)."""
+
+
+class Store(Protocol):
+    kind: str
+
+    async def ping(self) -> bool: ...
+    async def close(self) -> None: ...
+
+    # practice records; put_* returns the previous value (None when created)
+    async def put_provider(self, provider: Provider) -> Provider | None: ...
+    async def get_provider(self, provider_id: str) -> Provider | None: ...
+    async def put_client(self, client: Client) -> Client | None: ...
+    async def get_client(self, client_id: str) -> Client | None: ...
+    async def put_appointment(self, appointment: Appointment) -> Appointment | None: ...
+    async def get_appointment(self, appointment_id: str) -> Appointment | None: ...
+
+    # rooms
+    async def get_room(self, appointment_id: str) -> Room | None: ...
+    async def update_room(self, appointment_id: str, fn: RoomUpdate[T]) -> T: ...
+    async def list_open_rooms(self) -> list[Room]: ...
+
+    # audit log, newest last
+    async def append_audit(self, entry: AuditEntry) -> AuditEntry: ...
+    async def list_audit(self, appointment_id: str, limit: int = 1000) -> list[AuditEntry]: ...
+
+    # webhook queue: at-least-once, leased while a delivery is under way
+    async def enqueue_webhook(self, event: WebhookEvent, due: float) -> None: ...
+    async def claim_webhooks(self, now: float, lease_seconds: float, limit: int) -> list[PendingWebhook]: ...
+    async def complete_webhook(self, event_id: str) -> None: ...
+    async def retry_webhook(self, event_id: str, due: float, attempts: int) -> None: ...
+    async def dead_letter_webhook(self, event_id: str) -> None: ...
+    async def webhook_queue_depth(self) -> int: ...
+    async def dead_letters(self) -> list[WebhookEvent]: ...
+
+    # appointment reminders
+    async def schedule_reminder(self, appointment_id: str, due: float) -> None: ...
+    async def cancel_reminder(self, appointment_id: str) -> None: ...
+    async def due_reminders(self, now: float, limit: int) -> list[tuple[str, float]]: ...
+    async def finish_reminder(self, appointment_id: str, due: float) -> None:
+        """Drop the reminder if it is still due at `due` (a reschedule in between keeps it)."""
+    async def claim_once(self, key: str, ttl_seconds: int) -> bool: ...
+
+
+async def open_store(url: str) -> Store:
+    """The backend named by a store URL (memory:// or redis://...)."""
+    if url.startswith("memory:"):
+        from control.store.memory import MemoryStore
+
+        return MemoryStore()
+    from control.store.redis import RedisStore
+
+    store = RedisStore.from_url(url)
+    try:
+        await store.ping()
+    except Exception as e:
+        await store.close()
+        raise StoreError(f"cannot reach the store at {_redact(url)}: {e}") from None
+    return store
+
+
+def _redact(url: str) -> str:
+    """A store URL without its password, for messages and logs."""
+    from urllib.parse import urlparse
+
+    p = urlparse(url)
+    if p.password:
+        return url.replace(f":{p.password}@", ":***@")
+    return url

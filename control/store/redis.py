@@ -1,0 +1,231 @@
+"""The Redis store, for several nodes sharing state and for state that survives restarts.
+
+Room changes are optimistic WATCH/MULTI transactions, retried on conflict; the webhook queue
+is a sorted set scored by the next delivery time, claimed with a lease by a Lua script so a
+node that dies mid-delivery leaves the event to be delivered again (at least once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from dataclasses import replace
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, WatchError
+
+from control.domain.models import Appointment, AuditEntry, Client, Provider, Room
+from control.store.base import PendingWebhook, RoomUpdate, StoreError, T, WebhookEvent
+
+_AUDIT_PER_APPOINTMENT = 10_000
+_ROOM_TTL_SECONDS = 7 * 24 * 3600  # a room's record outlives its session for a week
+_MAX_TX_RETRIES = 64
+
+# KEYS: due zset, events hash, attempts hash; ARGV: now, lease, limit
+_CLAIM = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+local out = {}
+for _, id in ipairs(ids) do
+  local body = redis.call('HGET', KEYS[2], id)
+  if body then
+    redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[2]), id)
+    table.insert(out, id)
+    table.insert(out, body)
+    table.insert(out, redis.call('HGET', KEYS[3], id) or '0')
+  else
+    redis.call('ZREM', KEYS[1], id)
+  end
+end
+return out
+"""
+
+
+# KEYS: reminders zset; ARGV: appointment id, the due time it was read with
+_FINISH_REMINDER = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) == tonumber(ARGV[2]) then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+end
+return 0
+"""
+
+
+class RedisStore:
+    kind = "redis"
+
+    def __init__(self, client: aioredis.Redis, prefix: str = "telesfu:") -> None:
+        self._r = client
+        self._p = prefix
+        self._claim = client.register_script(_CLAIM)
+        self._finish_reminder = client.register_script(_FINISH_REMINDER)
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str = "telesfu:") -> RedisStore:
+        return cls(aioredis.from_url(url, decode_responses=True, socket_timeout=5,
+                                     socket_connect_timeout=5, health_check_interval=30), prefix)
+
+    def _k(self, *parts: str) -> str:
+        return self._p + ":".join(parts)
+
+    async def _run(self, coro: Any) -> Any:
+        try:
+            return await coro
+        except RedisError as e:
+            raise StoreError(f"redis: {e}") from e
+
+    async def ping(self) -> bool:
+        return bool(await self._run(self._r.ping()))
+
+    async def close(self) -> None:
+        await self._r.aclose()
+
+    async def _put(self, key: str, value: str) -> str | None:
+        return await self._run(self._r.set(key, value, get=True))  # type: ignore[no-any-return]
+
+    async def put_provider(self, provider: Provider) -> Provider | None:
+        prev = await self._put(self._k("provider", provider.id), _dump(provider.to_json()))
+        return Provider.from_json(_load(prev)) if prev else None
+
+    async def get_provider(self, provider_id: str) -> Provider | None:
+        v = await self._run(self._r.get(self._k("provider", provider_id)))
+        return Provider.from_json(_load(v)) if v else None
+
+    async def put_client(self, client: Client) -> Client | None:
+        prev = await self._put(self._k("client", client.id), _dump(client.to_json()))
+        return Client.from_json(_load(prev)) if prev else None
+
+    async def get_client(self, client_id: str) -> Client | None:
+        v = await self._run(self._r.get(self._k("client", client_id)))
+        return Client.from_json(_load(v)) if v else None
+
+    async def put_appointment(self, appointment: Appointment) -> Appointment | None:
+        prev = await self._put(self._k("appointment", appointment.id), _dump(appointment.to_json()))
+        return Appointment.from_json(_load(prev)) if prev else None
+
+    async def get_appointment(self, appointment_id: str) -> Appointment | None:
+        v = await self._run(self._r.get(self._k("appointment", appointment_id)))
+        return Appointment.from_json(_load(v)) if v else None
+
+    async def get_room(self, appointment_id: str) -> Room | None:
+        v = await self._run(self._r.get(self._k("room", appointment_id)))
+        return Room.from_json(_load(v)) if v else None
+
+    async def update_room(self, appointment_id: str, fn: RoomUpdate[T]) -> T:
+        key = self._k("room", appointment_id)
+        open_set = self._k("rooms", "open")
+        for attempt in range(_MAX_TX_RETRIES):
+            try:
+                async with self._r.pipeline(transaction=True) as pipe:
+                    await pipe.watch(key)
+                    raw = await pipe.get(key)
+                    new, result = fn(Room.from_json(_load(raw)) if raw else None)
+                    if new is None:
+                        await pipe.unwatch()
+                        return result
+                    pipe.multi()
+                    pipe.set(key, _dump(new.to_json()), ex=_ROOM_TTL_SECONDS)
+                    if new.is_open:
+                        pipe.sadd(open_set, appointment_id)
+                    else:
+                        pipe.srem(open_set, appointment_id)
+                    await pipe.execute()
+                    return result
+            except WatchError:
+                await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
+            except RedisError as e:
+                raise StoreError(f"redis: {e}") from e
+        raise StoreError(f"room {appointment_id}: too much contention")
+
+    async def list_open_rooms(self) -> list[Room]:
+        ids = sorted(await self._run(self._r.smembers(self._k("rooms", "open"))))
+        if not ids:
+            return []
+        values = await self._run(self._r.mget([self._k("room", i) for i in ids]))
+        rooms = [Room.from_json(_load(v)) for v in values if v]
+        return [r for r in rooms if r.is_open]
+
+    async def append_audit(self, entry: AuditEntry) -> AuditEntry:
+        seq = await self._run(self._r.incr(self._k("audit", "seq")))
+        entry = replace(entry, id=str(seq))
+        key = self._k("audit", entry.appointment_id)
+        async with self._r.pipeline(transaction=True) as pipe:
+            pipe.rpush(key, _dump(entry.to_json()))
+            pipe.ltrim(key, -_AUDIT_PER_APPOINTMENT, -1)
+            await self._run(pipe.execute())
+        return entry
+
+    async def list_audit(self, appointment_id: str, limit: int = 1000) -> list[AuditEntry]:
+        values = await self._run(self._r.lrange(self._k("audit", appointment_id), -limit, -1))
+        return [AuditEntry.from_json(_load(v)) for v in values]
+
+    async def enqueue_webhook(self, event: WebhookEvent, due: float) -> None:
+        async with self._r.pipeline(transaction=True) as pipe:
+            pipe.hset(self._k("webhooks", "events"), event.id, event.to_json())
+            pipe.hset(self._k("webhooks", "attempts"), event.id, 0)
+            pipe.zadd(self._k("webhooks", "due"), {event.id: due})
+            await self._run(pipe.execute())
+
+    async def claim_webhooks(self, now: float, lease_seconds: float, limit: int) -> list[PendingWebhook]:
+        flat = await self._run(self._claim(
+            keys=[self._k("webhooks", "due"), self._k("webhooks", "events"), self._k("webhooks", "attempts")],
+            args=[now, lease_seconds, limit]))
+        return [PendingWebhook(WebhookEvent.from_json(flat[i + 1]), int(flat[i + 2]))
+                for i in range(0, len(flat), 3)]
+
+    async def complete_webhook(self, event_id: str) -> None:
+        async with self._r.pipeline(transaction=True) as pipe:
+            pipe.zrem(self._k("webhooks", "due"), event_id)
+            pipe.hdel(self._k("webhooks", "events"), event_id)
+            pipe.hdel(self._k("webhooks", "attempts"), event_id)
+            await self._run(pipe.execute())
+
+    async def retry_webhook(self, event_id: str, due: float, attempts: int) -> None:
+        async with self._r.pipeline(transaction=True) as pipe:
+            pipe.zadd(self._k("webhooks", "due"), {event_id: due}, xx=True)
+            pipe.hset(self._k("webhooks", "attempts"), event_id, attempts)
+            await self._run(pipe.execute())
+
+    async def dead_letter_webhook(self, event_id: str) -> None:
+        body = await self._run(self._r.hget(self._k("webhooks", "events"), event_id))
+        async with self._r.pipeline(transaction=True) as pipe:
+            if body:
+                pipe.rpush(self._k("webhooks", "dead"), body)
+                pipe.ltrim(self._k("webhooks", "dead"), -1000, -1)
+            pipe.zrem(self._k("webhooks", "due"), event_id)
+            pipe.hdel(self._k("webhooks", "events"), event_id)
+            pipe.hdel(self._k("webhooks", "attempts"), event_id)
+            await self._run(pipe.execute())
+
+    async def webhook_queue_depth(self) -> int:
+        return int(await self._run(self._r.zcard(self._k("webhooks", "due"))))
+
+    async def dead_letters(self) -> list[WebhookEvent]:
+        values = await self._run(self._r.lrange(self._k("webhooks", "dead"), 0, -1))
+        return [WebhookEvent.from_json(v) for v in values]
+
+    async def schedule_reminder(self, appointment_id: str, due: float) -> None:
+        await self._run(self._r.zadd(self._k("reminders"), {appointment_id: due}))
+
+    async def cancel_reminder(self, appointment_id: str) -> None:
+        await self._run(self._r.zrem(self._k("reminders"), appointment_id))
+
+    async def due_reminders(self, now: float, limit: int) -> list[tuple[str, float]]:
+        rows = await self._run(self._r.zrangebyscore(self._k("reminders"), "-inf", now, start=0, num=limit,
+                                                     withscores=True))
+        return [(a, float(d)) for a, d in rows]
+
+    async def finish_reminder(self, appointment_id: str, due: float) -> None:
+        await self._run(self._finish_reminder(keys=[self._k("reminders")], args=[appointment_id, repr(due)]))
+
+    async def claim_once(self, key: str, ttl_seconds: int) -> bool:
+        return bool(await self._run(self._r.set(self._k("once", key), "1", nx=True, ex=ttl_seconds)))
+
+
+def _dump(d: dict[str, Any]) -> str:
+    return json.dumps(d, separators=(",", ":"))
+
+
+def _load(s: str) -> dict[str, Any]:
+    return json.loads(s)  # type: ignore[no-any-return]

@@ -1,0 +1,126 @@
+"""Join tokens: HS256 only, kid-selected keys, rotation, leeway, audience, forged tokens refused."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from control.domain.admission import Code
+from control.domain.models import Role
+from control.tokens import TokenError, TokenService
+
+K1 = "first-secret-0123456789abcdef-xyz"
+K2 = "second-secret-0123456789abcdef-xyz"
+NOW = 1_800_000_000
+
+
+def service(**kw):
+    return TokenService({"k1": K1, "k2": K2}, ttl_seconds=600, leeway_seconds=30, **kw)
+
+
+def b64(d: dict) -> str:
+    return base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b"=").decode()
+
+
+def claims(**over):
+    c = {"sub": "c1", "role": "client", "apt": "a1", "name": "C", "aud": "telesfu", "iat": NOW, "nbf": NOW,
+         "exp": NOW + 600}
+    c.update(over)
+    return c
+
+
+def test_mint_then_verify_round_trip():
+    s = service()
+    t = s.mint("c1", Role.CLIENT, "a1", "Client One", now=NOW)
+    c = s.verify(t.token, now=NOW + 1)
+    assert (c.sub, c.role, c.apt, c.name, c.exp) == ("c1", Role.CLIENT, "a1", "Client One", NOW + 600)
+    assert jwt.get_unverified_header(t.token)["kid"] == "k1"  # the first key mints
+    assert c.jti == t.jti
+
+
+def test_rotation_both_keys_verify_and_a_removed_key_does_not():
+    old = TokenService({"k2": K2}).mint("c1", Role.CLIENT, "a1", "C", now=NOW).token
+    assert service().verify(old, now=NOW).sub == "c1"
+    with pytest.raises(TokenError) as e:
+        TokenService({"k1": K1}).verify(old, now=NOW)
+    assert e.value.code is Code.TOKEN_INVALID
+
+
+@pytest.mark.parametrize("offset,code", [(599, None), (600 + 29, None), (600 + 30, Code.TOKEN_EXPIRED),
+                                         (-29, None), (-31, Code.TOKEN_INVALID)])
+def test_expiry_and_not_before_with_leeway(offset, code):
+    s = service()
+    tok = s.mint("c1", Role.CLIENT, "a1", "C", now=NOW).token
+    if code is None:
+        assert s.verify(tok, now=NOW + offset).sub == "c1"
+    else:
+        assert s.check(tok, now=NOW + offset) is code
+
+
+def test_wrong_audience_refused():
+    tok = jwt.encode(claims(aud="someone-else"), K1, algorithm="HS256", headers={"kid": "k1"})
+    assert service().check(tok, now=NOW) is Code.TOKEN_INVALID
+
+
+@pytest.mark.parametrize("missing", ["sub", "role", "apt", "aud", "exp", "iat"])
+def test_missing_claims_refused(missing):
+    c = claims()
+    del c[missing]
+    tok = jwt.encode(c, K1, algorithm="HS256", headers={"kid": "k1"})
+    assert service().check(tok, now=NOW) is Code.TOKEN_INVALID
+
+
+def test_alg_none_refused():
+    tok = f"{b64({'alg': 'none', 'typ': 'JWT', 'kid': 'k1'})}.{b64(claims())}."
+    assert service().check(tok, now=NOW) is Code.TOKEN_INVALID
+
+
+def test_algorithm_confusion_refused():
+    """An RS256 token, and an HS256 token signed with a public key as the secret, are both refused."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    rs = jwt.encode(claims(), key, algorithm="RS256", headers={"kid": "k1"})
+    assert service().check(rs, now=NOW) is Code.TOKEN_INVALID
+    pub = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    header = b64({"alg": "HS256", "typ": "JWT", "kid": "k1"})
+    import hashlib
+    import hmac
+
+    body = f"{header}.{b64(claims())}"
+    sig = base64.urlsafe_b64encode(hmac.new(pub, body.encode(), hashlib.sha256).digest()).rstrip(b"=").decode()
+    assert service().check(f"{body}.{sig}", now=NOW) is Code.TOKEN_INVALID
+    for alg in ("HS384", "HS512"):
+        assert service().check(jwt.encode(claims(), K1, algorithm=alg, headers={"kid": "k1"}), now=NOW) \
+            is Code.TOKEN_INVALID
+
+
+def test_forged_signature_and_tampered_claims_refused():
+    s = service()
+    tok = s.mint("c1", Role.CLIENT, "a1", "C", now=NOW).token
+    h, p, sig = tok.split(".")
+    assert s.check(f"{h}.{b64(claims(sub='p1', role='provider'))}.{sig}", now=NOW) is Code.TOKEN_INVALID
+    assert s.check(f"{h}.{p}.{sig[:-2]}AA", now=NOW) is Code.TOKEN_INVALID
+    forged = jwt.encode(claims(), "not-our-secret-0123456789abcdef", algorithm="HS256", headers={"kid": "k1"})
+    assert s.check(forged, now=NOW) is Code.TOKEN_INVALID
+
+
+@pytest.mark.parametrize("garbage", ["", "a.b", "a.b.c", "....", "x" * 5000, None, 42, {"token": 1},
+                                     "eyJhbGciOiJIUzI1NiJ9.e30.", "Bearer abc.def.ghi"])
+def test_garbage_is_refused_not_raised(garbage):
+    assert service().check(garbage, now=NOW) is Code.TOKEN_INVALID
+
+
+def test_unknown_kid_and_missing_kid_refused():
+    assert service().check(jwt.encode(claims(), K1, algorithm="HS256", headers={"kid": "k9"}), now=NOW) \
+        is Code.TOKEN_INVALID
+    assert service().check(jwt.encode(claims(), K1, algorithm="HS256"), now=NOW) is Code.TOKEN_INVALID
+
+
+def test_bad_claim_types_refused():
+    for over in ({"role": "admin"}, {"exp": "soon"}, {"sub": 7}, {"iat": True}, {"name": ["x"]}):
+        tok = jwt.encode(claims(**over), K1, algorithm="HS256", headers={"kid": "k1"})
+        assert service().check(tok, now=NOW) is Code.TOKEN_INVALID, over
