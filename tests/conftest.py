@@ -85,11 +85,16 @@ async def redis_store(redis_url: str, redis_prefix: str) -> AsyncIterator[object
 
     store = RedisStore.from_url(redis_url, prefix=redis_prefix)
     yield store
-    r = store._r
-    keys = [k async for k in r.scan_iter(match=redis_prefix + "*", count=500)]
+    await cleanup_redis_store(store, redis_prefix)
+
+
+async def cleanup_redis_store(store: object, prefix: str) -> None:
+    """Delete one test's keys and close its connection."""
+    r = store._r  # type: ignore[attr-defined]
+    keys = [k async for k in r.scan_iter(match=prefix + "*", count=500)]
     if keys:
         await r.delete(*keys)
-    await store.close()
+    await store.close()  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="session")

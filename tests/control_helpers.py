@@ -19,7 +19,7 @@ from control.node import Node
 API_KEY = "test-api-key-0123"
 
 
-def test_config(**sections: dict[str, Any]) -> Config:
+def make_config(**sections: dict[str, Any]) -> Config:
     cfg = Config()
     cfg.auth.api_keys = [API_KEY]
     cfg.tokens.keys = {"k1": "test-signing-secret-0123456789abcdef"}
@@ -77,7 +77,7 @@ async def live_node(config: Config | None = None, store: Any = None) -> AsyncIte
     """A node serving the real app on a free loopback port."""
     from control.store.memory import MemoryStore
 
-    cfg = config or test_config()
+    cfg = config or make_config()
     node = Node(cfg, store if store is not None else MemoryStore(), node_id="test-node")
     app = build_app(node)
     runner = web.AppRunner(app, access_log=None)

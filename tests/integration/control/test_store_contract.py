@@ -1,0 +1,195 @@
+"""One contract, two backends: the in-memory store and a real Redis server."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from control.domain.models import (
+    Appointment,
+    AuditEntry,
+    Client,
+    Presence,
+    Provider,
+    Role,
+    Room,
+    RoomMember,
+)
+from control.store.base import StoreError, WebhookEvent, open_store
+from control.store.memory import MemoryStore
+
+T0 = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request):
+    if request.param == "memory":
+        yield MemoryStore()
+        return
+    from tests.conftest import cleanup_redis_store
+    from control.store.redis import RedisStore
+
+    prefix = request.getfixturevalue("redis_prefix")
+    s = RedisStore.from_url(request.getfixturevalue("redis_url"), prefix=prefix)
+    yield s
+    await cleanup_redis_store(s, prefix)
+
+
+async def test_records_round_trip_and_put_returns_previous(store):
+    p = Provider("p1", "Dr P", True, False)
+    assert await store.put_provider(p) is None
+    assert await store.put_provider(replace(p, waiting_room_enabled=True)) == p
+    assert (await store.get_provider("p1")).waiting_room_enabled is True
+    c = Client("c1", "C", True)
+    assert await store.put_client(c) is None
+    assert await store.get_client("c1") == c
+    a = Appointment("a1", "p1", ("c1", "c2"), True, T0, T0 + timedelta(minutes=50), max_participants=4)
+    assert await store.put_appointment(a) is None
+    assert await store.get_appointment("a1") == a
+    assert await store.put_appointment(replace(a, telehealth=False)) == a
+    assert await store.get_provider("nope") is None and await store.get_appointment("nope") is None
+
+
+def _member(pid: str, presence=Presence.WAITING) -> RoomMember:
+    return RoomMember(pid, Role.CLIENT, presence, T0)
+
+
+async def test_update_room_is_read_modify_write(store):
+    def open_(room):
+        assert room is None
+        return Room("a1", T0, "n1", (_member("c1"),)), "opened"
+
+    assert await store.update_room("a1", open_) == "opened"
+    assert (await store.get_room("a1")).member("c1").presence is Presence.WAITING
+    assert await store.update_room("a1", lambda r: (None, len(r.members))) == 1  # no write
+    assert [r.appointment_id for r in await store.list_open_rooms()] == ["a1"]
+    await store.update_room("a1", lambda r: (replace(r, closed_at=T0, close_reason="ended"), None))
+    assert await store.list_open_rooms() == []
+    assert (await store.get_room("a1")).close_reason == "ended"
+
+
+async def test_update_room_propagates_errors_and_writes_nothing(store):
+    await store.update_room("a1", lambda r: (Room("a1", T0), None))
+
+    def boom(room):
+        raise ValueError("refused")
+
+    with pytest.raises(ValueError):
+        await store.update_room("a1", boom)
+    assert await store.get_room("a1") == Room("a1", T0)
+
+
+async def test_concurrent_admits_of_one_client_take_effect_once(store):
+    await store.update_room("a1", lambda r: (Room("a1", T0, members=(_member("c1"),)), None))
+
+    def admit(room):
+        m = room.member("c1")
+        if m.presence is Presence.ADMITTED:
+            return None, "already"
+        return room.with_member(replace(m, presence=Presence.ADMITTED)), "admitted"
+
+    results = await asyncio.gather(*(store.update_room("a1", admit) for _ in range(20)))
+    assert results.count("admitted") == 1 and results.count("already") == 19
+
+
+async def test_concurrent_joins_never_overfill_a_room(store):
+    """Many clients race for 3 places: exactly 3 get in, none is lost or doubled."""
+
+    def join(pid):
+        def fn(room):
+            room = room or Room("a1", T0)
+            if len(room.members) >= 3:
+                return None, False
+            return room.with_member(_member(pid, Presence.ADMITTED)), True
+        return fn
+
+    results = await asyncio.gather(*(store.update_room("a1", join(f"c{i}")) for i in range(15)))
+    room = await store.get_room("a1")
+    assert sum(results) == 3 and len(room.members) == 3
+
+
+async def test_two_nodes_opening_one_room_one_wins(redis_url, redis_prefix):
+    """Two separate connections (two nodes) race to open the same room on a real Redis."""
+    from control.store.redis import RedisStore
+
+    a, b = RedisStore.from_url(redis_url, redis_prefix), RedisStore.from_url(redis_url, redis_prefix)
+    try:
+        def open_as(node):
+            def fn(room):
+                if room is not None:
+                    return None, (False, room.node_id)
+                return Room("a1", T0, node), (True, node)
+            return fn
+
+        for _ in range(10):
+            results = await asyncio.gather(*[s.update_room("race", open_as(n)) for s, n in ((a, "n1"), (b, "n2"))
+                                             for _ in range(5)])
+            winners = [r for r in results if r[0]]
+            owner = (await a.get_room("race")).node_id
+            assert len(winners) == 1 and all(r[1] == owner for r in results)
+            await a._r.delete(redis_prefix + "room:race")
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_audit_log_appends_in_order_with_ids(store):
+    for i in range(5):
+        e = await store.append_audit(AuditEntry(T0, "a1", "join", f"c{i}", f"c{i}", "admitted"))
+        assert e.id
+    await store.append_audit(AuditEntry(T0, "a2", "join", "x", "x", "waiting"))
+    entries = await store.list_audit("a1")
+    assert [e.actor_id for e in entries] == [f"c{i}" for i in range(5)]
+    assert len({e.id for e in entries}) == 5
+    assert [e.actor_id for e in await store.list_audit("a1", limit=2)] == ["c3", "c4"]
+
+
+async def test_webhook_queue_claim_lease_retry_complete(store):
+    ev = [WebhookEvent(f"e{i}", "room.started", "2026-01-01T00:00:00Z", {"i": i}) for i in range(3)]
+    for i, e in enumerate(ev):
+        await store.enqueue_webhook(e, due=100 + i)
+    assert await store.webhook_queue_depth() == 3
+    assert await store.claim_webhooks(now=99, lease_seconds=10, limit=10) == []
+    got = await store.claim_webhooks(now=101, lease_seconds=10, limit=10)
+    assert [p.event.id for p in got] == ["e0", "e1"] and got[0].event == ev[0] and got[0].attempts == 0
+    assert [p.event.id for p in await store.claim_webhooks(now=105, lease_seconds=10, limit=10)] == ["e2"]
+    # leased: invisible until the lease runs out (a dead deliverer's events come back)
+    assert await store.claim_webhooks(now=110, lease_seconds=10, limit=10) == []
+    assert {p.event.id for p in await store.claim_webhooks(now=111.5, lease_seconds=10, limit=10)} == {"e0", "e1"}
+    await store.complete_webhook("e0")
+    await store.retry_webhook("e1", due=200, attempts=3)
+    await store.dead_letter_webhook("e2")
+    assert await store.webhook_queue_depth() == 1
+    again = await store.claim_webhooks(now=200, lease_seconds=10, limit=10)
+    assert [(p.event.id, p.attempts) for p in again] == [("e1", 3)]
+    assert [e.id for e in await store.dead_letters()] == ["e2"]
+
+
+async def test_reminders_due_and_finish_only_if_unchanged(store):
+    await store.schedule_reminder("a1", 100.0)
+    await store.schedule_reminder("a2", 300.0)
+    assert await store.due_reminders(150.0, 10) == [("a1", 100.0)]
+    await store.schedule_reminder("a1", 250.0)  # rescheduled in between
+    await store.finish_reminder("a1", 100.0)
+    assert await store.due_reminders(260.0, 10) == [("a1", 250.0)]
+    await store.finish_reminder("a1", 250.0)
+    await store.cancel_reminder("a2")
+    assert await store.due_reminders(1e12, 10) == []
+
+
+async def test_claim_once(store):
+    assert await store.claim_once("k", 60) is True
+    assert await store.claim_once("k", 60) is False
+    assert await store.claim_once("k2", 60) is True
+
+
+async def test_open_store_reports_an_unreachable_redis():
+    with pytest.raises(StoreError, match="cannot reach"):
+        await open_store("redis://:secretpw@127.0.0.1:1/0")
+    try:
+        await open_store("redis://:secretpw@127.0.0.1:1/0")
+    except StoreError as e:
+        assert "secretpw" not in str(e)
