@@ -21,6 +21,27 @@ def setup_logging() -> None:
     logging.basicConfig(level=getattr(logging, level, logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.server").addFilter(_quiet_bad_requests)
+
+
+def _quiet_bad_requests(record: logging.LogRecord) -> bool:
+    """A malformed HTTP request is the client's fault: one line, no traceback."""
+    exc = record.exc_info[1] if record.exc_info else None
+    if exc is not None and type(exc).__name__ in ("BadHttpMessage", "BadStatusLine", "LineTooLong",
+                                                   "InvalidHeader", "BadHttpMethod"):
+        record.msg, record.args, record.exc_info, record.exc_text = (
+            "malformed HTTP request refused: %s", (type(exc).__name__,), None, None)
+        record.levelno, record.levelname = logging.INFO, "INFO"
+    return True
+
+
+def warn_about_dev_secrets(config: Config) -> None:
+    defaults = Config()
+    if config.auth.api_keys == defaults.auth.api_keys:
+        log.warning("auth.api_keys is the development default: set your own before exposing this node")
+    if config.tokens.keys == defaults.tokens.keys or any(len(s) < 32 for s in config.tokens.keys.values()):
+        log.warning("tokens.keys holds the development default or a key shorter than 32 bytes: "
+                    "use long random secrets in production")
 
 
 async def register_demo(node: object) -> dict[str, str]:
@@ -48,6 +69,7 @@ async def serve(config: Config, demo: bool) -> int:
     from control.api.app import build_app
     from control.node import Node
 
+    warn_about_dev_secrets(config)
     try:
         node = await Node.create(config)
     except StoreError as e:

@@ -281,7 +281,7 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
             continue
         rest = name[len("TELESFU_"):].lower()
         section, _, key = rest.partition("_")
-        if section not in sections or not key:
+        if section not in sections or key not in get_type_hints(type(sections[section])):
             raise ConfigError(name, "unknown configuration variable")
         _apply(sections[section], section, key, value, from_env=True)
     return cfg.check()

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import secrets
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import jwt
+import jwt.warnings
 
 from control.domain.admission import Code, JoinClaims
 from control.domain.models import Role
@@ -20,6 +22,9 @@ AUDIENCE = "telesfu"
 ALGORITHM = "HS256"
 _MAX_TOKEN_BYTES = 4096
 _REQUIRED = ("sub", "role", "apt", "aud", "exp", "iat")
+
+# Key length is checked by the config (and warned about at start-up), not per token.
+warnings.filterwarnings("ignore", category=jwt.warnings.InsecureKeyLengthWarning)
 
 
 class TokenError(Exception):

@@ -52,7 +52,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
             raise
         code = _HTTP_CODES.get(e.status, "http_error")
         message = "request body too large" if e.status == 413 else (e.reason or code)
-        return error(e.status, code, message)
+        headers = {"Allow": e.headers["Allow"]} if "Allow" in e.headers else None
+        return error(e.status, code, message, headers)
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error(500, "internal_error", "internal error")

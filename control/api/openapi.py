@@ -80,12 +80,13 @@ _SCHEMAS: dict[str, Any] = {
             "waiting_count": {"type": "integer"}, "admitted_count": {"type": "integer"},
         },
     },
-    "ActionIn": {
-        "type": "object", "additionalProperties": False,
-        "properties": {"reason": {"type": "string", "maxLength": 200},
-                       "kind": {"type": "string", "enum": ["audio", "video"]},
-                       "muted": {"type": "boolean", "default": True}},
-    },
+    "AdmitIn": {"type": "object", "additionalProperties": False, "properties": {}},
+    "ReasonIn": {"type": "object", "additionalProperties": False,
+                 "properties": {"reason": {"type": "string", "maxLength": 200}}},
+    "MuteIn": {"type": "object", "additionalProperties": False,
+               "properties": {"kind": {"type": "string", "enum": ["audio", "video"],
+                                       "description": "Omit to mute both"},
+                              "muted": {"type": "boolean", "default": True}}},
     "ActionResult": {
         "type": "object", "required": ["result", "room"],
         "properties": {"result": {"type": "string", "enum": ["admitted", "already_admitted", "cleared", "denied",
@@ -112,7 +113,8 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 def _errors(*statuses: int) -> dict[str, Any]:
     words = {400: "Invalid request", 401: "Missing or invalid API key", 403: "Not allowed",
              404: "Not found", 405: "Method not allowed", 409: "Conflict with the current state",
-             413: "Body too large", 422: "Refers to something unknown", 503: "Store unavailable"}
+             413: "Body too large", 422: "Well-formed but breaks a rule (unknown provider or client, "
+                                         "time range, roster size)", 503: "Store unavailable"}
     return {str(s): _json(_ref("Error"), words[s]) for s in (*statuses, 401, 503)}
 
 
@@ -128,14 +130,15 @@ def openapi_document(server_url: str) -> dict[str, Any]:
     apt = _path_param("id", "Appointment id")
     put_errors = _errors(400, 413)
     action_ops = {}
-    for action, result_desc in (("admit", "Admit a waiting participant (or clear an absent one)"),
-                                ("deny", "Deny a waiting participant"),
-                                ("remove", "Remove a participant; kept out until admitted again"),
-                                ("mute", "Ask a participant's client to mute")):
+    for action, body, result_desc in (
+            ("admit", "AdmitIn", "Admit a waiting participant (or clear an absent one)"),
+            ("deny", "ReasonIn", "Deny a waiting participant"),
+            ("remove", "ReasonIn", "Remove a participant; kept out until admitted again"),
+            ("mute", "MuteIn", "Ask a participant's client to mute")):
         action_ops[f"/v1/rooms/{{id}}/participants/{{pid}}/{action}"] = {"post": {
             "summary": result_desc, "operationId": f"{action}Participant",
             "parameters": [apt, _path_param("pid", "Participant id")],
-            "requestBody": _body("ActionIn", required=False),
+            "requestBody": _body(body, required=False),
             "responses": {"200": _json(_ref("ActionResult"), "Done"), **_errors(400, 403, 404, 409, 413)},
         }}
     return {
@@ -197,7 +200,7 @@ def openapi_document(server_url: str) -> dict[str, Any]:
             },
             "/v1/rooms/{id}/admit_all": {
                 "post": {"summary": "Admit everyone in the waiting room", "operationId": "admitAll",
-                         "parameters": [apt], "requestBody": _body("ActionIn", required=False),
+                         "parameters": [apt], "requestBody": _body("AdmitIn", required=False),
                          "responses": {"200": _json({"type": "object", "required": ["admitted"],
                                                      "properties": {"admitted": {"type": "array",
                                                                                  "items": _ID}}}, "Admitted"),

@@ -91,12 +91,12 @@ def appointment_from_body(appointment_id: str, body: Any, default_max: int) -> A
     if len(set(client_ids)) != len(client_ids):
         raise RequestError("invalid_field", "client_ids has a duplicate")
     if provider_id in client_ids:
-        raise RequestError("invalid_field", "the provider cannot also be a client of the appointment")
+        raise RequestError("invalid_roster", "the provider cannot also be a client of the appointment", 422)
     starts_at, ends_at = _time(b, "starts_at"), _time(b, "ends_at")
     if ends_at <= starts_at:
-        raise RequestError("invalid_time_range", "ends_at must be after starts_at")
+        raise RequestError("invalid_time_range", "ends_at must be after starts_at", 422)
     if (ends_at - starts_at).total_seconds() > 24 * 3600:
-        raise RequestError("invalid_time_range", "an appointment may last at most 24 hours")
+        raise RequestError("invalid_time_range", "an appointment may last at most 24 hours", 422)
     status = b.get("status", "scheduled")
     try:
         status_v = AppointmentStatus(status)
@@ -108,7 +108,7 @@ def appointment_from_body(appointment_id: str, body: Any, default_max: int) -> A
     capacity = max_p if max_p is not None else default_max
     if len(client_ids) + 1 > capacity:
         raise RequestError("roster_too_large", f"the roster ({len(client_ids) + 1} people) exceeds "
-                                               f"max_participants ({capacity})")
+                                               f"max_participants ({capacity})", 422)
     return Appointment(appointment_id, provider_id, tuple(client_ids), _bool(b, "telehealth"), starts_at, ends_at,
                        status_v, max_p)
 

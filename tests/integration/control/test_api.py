@@ -87,14 +87,14 @@ BAD_APPOINTMENTS = [
     ("naive time", _apt(starts_at="2026-01-01T10:00:00"), 400, "invalid_field"),
     ("not a time", _apt(ends_at="tomorrow"), 400, "invalid_field"),
     ("date only", _apt(starts_at="2026-01-01"), 400, "invalid_field"),
-    ("ends before starts", _apt(ends_at="2000-01-01T00:00:00Z"), 400, "invalid_time_range"),
+    ("ends before starts", _apt(ends_at="2000-01-01T00:00:00Z"), 422, "invalid_time_range"),
     ("bad status", _apt(status="done"), 400, "invalid_field"),
     ("telehealth not bool", _apt(telehealth="yes"), 400, "invalid_field"),
     ("empty roster", _apt(client_ids=[]), 400, "invalid_field"),
     ("duplicate client", _apt(client_ids=["c1", "c1"]), 400, "invalid_field"),
-    ("provider as client", _apt(client_ids=["p1"]), 400, "invalid_field"),
+    ("provider as client", _apt(client_ids=["p1"]), 422, "invalid_roster"),
     ("bad max", _apt(max_participants=1), 400, "invalid_field"),
-    ("roster too large", _apt(client_ids=["c1", "c2", "c3"], max_participants=3), 400, "roster_too_large"),
+    ("roster too large", _apt(client_ids=["c1", "c2", "c3"], max_participants=3), 422, "roster_too_large"),
     ("unknown provider", _apt(provider_id="nobody"), 422, "unknown_provider"),
     ("unknown client", _apt(client_ids=["c1", "ghost"]), 422, "unknown_client"),
 ]
@@ -134,8 +134,9 @@ async def test_bad_ids_and_unknown_routes(live):
     assert s == 400 and b["error"]["code"] == "invalid_id"
     s, b = await live.call("GET", "/v1/nothing-here")
     assert s == 404 and b["error"]["code"] == "not_found"
-    s, b = await live.call("DELETE", "/v1/providers/p1")
-    assert s == 405 and b["error"]["code"] == "method_not_allowed"
+    async with live.http.delete(live.url + "/v1/providers/p1", headers={"Authorization": f"Bearer {API_KEY}"}) as resp:
+        assert resp.status == 405 and "PUT" in resp.headers["Allow"]
+        assert (await resp.json())["error"]["code"] == "method_not_allowed"
 
 
 async def test_token_mint_and_roster(live):
