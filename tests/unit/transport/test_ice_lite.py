@@ -154,6 +154,11 @@ def test_check_then_nomination_then_move() -> None:
     response, event = ice.handle_binding_request(check(use_candidate=True, txid=txid), ADDR_V6, 6.0)
     assert event == EVENT_ADDRESS_CHANGED
     assert success_address(response, txid) == ADDR_V6
+    # IPv6 XOR-MAPPED-ADDRESS depends on the transaction id: each answer its own.
+    for _ in range(2):
+        txid = stun.new_transaction_id()
+        response, _ = ice.handle_binding_request(check(txid=txid), ADDR_V6, 6.5)
+        assert success_address(response, txid) == ADDR_V6
     # Back to IPv4 after IPv6: the cached IPv4 attribute is not reused wrongly.
     txid = stun.new_transaction_id()
     response, _ = ice.handle_binding_request(check(txid=txid), ADDR_A, 7.0)
@@ -184,9 +189,7 @@ def test_remote_ufrag_unknown_until_set() -> None:
 
 
 def raw_request(attrs: list[tuple[int, object]], key: bytes | None = KEY) -> Callable[[], bytes]:
-    return lambda: stun.build_message(
-        stun.BINDING_REQUEST, stun.new_transaction_id(), attrs, key
-    )
+    return lambda: stun.build_message(stun.BINDING_REQUEST, stun.new_transaction_id(), attrs, key)
 
 
 USERNAME = (stun.ATTR_USERNAME, f"{LOCAL_UFRAG}:{REMOTE_UFRAG}")
@@ -219,7 +222,13 @@ ERROR_CASES: list[tuple[str, Callable[[], bytes], int, int | None, bool]] = [
         False,
     ),
     ("no colon", lambda: check(username=LOCAL_UFRAG), DROP_UNKNOWN_USERNAME, 401, False),
-    ("wrong password", lambda: check(key=b"wrongpassword123456789"), DROP_BAD_INTEGRITY, 401, False),
+    (
+        "wrong password",
+        lambda: check(key=b"wrongpassword123456789"),
+        DROP_BAD_INTEGRITY,
+        401,
+        False,
+    ),
     ("remote pwd as key", lambda: check(key=REMOTE_PWD.encode()), DROP_BAD_INTEGRITY, 401, False),
     (
         "unknown required attribute",
@@ -472,6 +481,11 @@ def test_registry_remove_keeps_address_taken_over() -> None:
     registry.handle_stun(check_for(a, use_candidate=True), ADDR_A, 0.0)
     registry.handle_stun(check_for(b, use_candidate=True), ADDR_A, 1.0)  # b takes it over
     assert registry.by_address == {ADDR_A: b}
+    # a checks again from there (its selected address): it claims it back.
+    _, _, event = registry.handle_stun(check_for(a), ADDR_A, 2.0)
+    assert event == EVENT_CHECK
+    assert registry.by_address == {ADDR_A: a}
+    registry.handle_stun(check_for(b, use_candidate=True), ADDR_A, 3.0)
     registry.remove(a.ice)  # a still believes ADDR_A is its address
     assert registry.by_address == {ADDR_A: b}
 

@@ -82,9 +82,7 @@ def test_message_type_table(method: int, klass: int, msg_type: int) -> None:
 
 def test_binding_type_constants() -> None:
     assert stun.BINDING_REQUEST == stun.message_type(stun.METHOD_BINDING, stun.CLASS_REQUEST)
-    assert stun.BINDING_INDICATION == stun.message_type(
-        stun.METHOD_BINDING, stun.CLASS_INDICATION
-    )
+    assert stun.BINDING_INDICATION == stun.message_type(stun.METHOD_BINDING, stun.CLASS_INDICATION)
     assert stun.BINDING_SUCCESS == stun.message_type(stun.METHOD_BINDING, stun.CLASS_SUCCESS)
     assert stun.BINDING_ERROR == stun.message_type(stun.METHOD_BINDING, stun.CLASS_ERROR)
 
@@ -209,7 +207,9 @@ MALFORMED = {
         tlv(stun.ATTR_FINGERPRINT, b"\x00" * 4) + tlv(stun.ATTR_SOFTWARE, b"x")
     ),
     "address family 3": message(tlv(stun.ATTR_XOR_MAPPED_ADDRESS, b"\x00\x03\x00\x01" + b"\0" * 4)),
-    "ipv4 address too long": message(tlv(stun.ATTR_MAPPED_ADDRESS, b"\x00\x01\x00\x01" + b"\0" * 8)),
+    "ipv4 address too long": message(
+        tlv(stun.ATTR_MAPPED_ADDRESS, b"\x00\x01\x00\x01" + b"\0" * 8)
+    ),
     "ipv6 address too short": message(
         tlv(stun.ATTR_XOR_MAPPED_ADDRESS, b"\x00\x02\x00\x01" + b"\0" * 12)
     ),
@@ -546,3 +546,16 @@ def test_single_bit_flip_breaks_integrity_and_fingerprint(
     assert not stun.verify_fingerprint(bad)
     if bit < mi_end * 8:
         assert parsed is None or not stun.verify_integrity(bad, KEY, parsed.integrity_offset)
+
+
+def test_buffer_types_accepted() -> None:
+    expected = stun.parse_message(RFC5769_REQUEST)
+    assert expected is not None
+    for buf in (bytearray(RFC5769_REQUEST), memoryview(RFC5769_REQUEST)):
+        msg = stun.parse_message(buf)
+        assert msg is not None
+        assert msg.attributes == expected.attributes
+        assert msg.transaction_id == RFC5769_TRANSACTION_ID
+        assert type(msg.transaction_id) is bytes
+        assert stun.verify_integrity(buf, RFC5769_PASSWORD, msg.integrity_offset)  # type: ignore[arg-type]
+        assert stun.verify_fingerprint(buf)  # type: ignore[arg-type]

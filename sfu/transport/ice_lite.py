@@ -1,0 +1,333 @@
+"""ICE-lite responder (RFC 8445 section 2.5) for one transport, and the worker's
+ufrag/address table. Pure logic: no sockets, the clock is passed in as `now`.
+
+An ICE-lite agent never sends checks. It answers the checks of the browser (a full,
+controlling agent), selects the source address of a nominated check (USE-CANDIDATE)
+and follows the peer to a new address on a later nominated check. Consent (RFC 7675)
+is taken as expired when no valid check arrived for `consent_timeout` seconds.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import string
+from typing import Generic, TypeVar
+
+from sfu.transport import stun
+from sfu.transport.stun import Address, StunMessage
+
+ICE_CHARS = string.ascii_letters + string.digits + "+/"
+UFRAG_LENGTH = 16
+PWD_LENGTH = 32
+CONSENT_TIMEOUT = 30.0
+
+_UFRAG_RE = re.compile(r"[A-Za-z0-9+/]{4,256}")
+_PWD_RE = re.compile(r"[A-Za-z0-9+/]{22,256}")
+
+# Events returned with each handled datagram. Values below DROP_FIRST are normal;
+# the others are drop reasons the caller counts (EVENT_NAMES gives the label).
+EVENT_CHECK = 0  # valid check answered, nothing changed
+EVENT_SELECTED = 1  # first nominated check: selected_address set
+EVENT_ADDRESS_CHANGED = 2  # nominated check from a new address: selected_address moved
+EVENT_INDICATION = 3  # Binding indication (keepalive): no answer
+DROP_FIRST = 4
+DROP_MALFORMED = 4  # not parseable as STUN: no answer
+DROP_BAD_FINGERPRINT = 5  # FINGERPRINT mismatch: no answer
+DROP_NOT_REQUEST = 6  # a response (we send no requests), or unknown indication
+DROP_BAD_REQUEST = 7  # 400: not a Binding request, or USERNAME/MESSAGE-INTEGRITY missing
+DROP_UNKNOWN_USERNAME = 8  # 401 from a transport; unanswered by the registry
+DROP_BAD_INTEGRITY = 9  # 401
+DROP_UNKNOWN_ATTRIBUTE = 10  # 420 with UNKNOWN-ATTRIBUTES
+DROP_ROLE_CONFLICT = 11  # 487: the peer claims the controlled role too
+DROP_UNKNOWN_ADDRESS = 12  # registry: no USERNAME and no transport at that address
+
+EVENT_NAMES: tuple[str, ...] = (
+    "check",
+    "selected",
+    "address_changed",
+    "indication",
+    "stun_malformed",
+    "stun_bad_fingerprint",
+    "stun_not_request",
+    "stun_bad_request",
+    "stun_unknown_username",
+    "stun_bad_integrity",
+    "stun_unknown_attribute",
+    "stun_role_conflict",
+    "stun_unknown_address",
+)
+
+
+def random_ice_string(length: int) -> str:
+    """`length` characters of the ice-char set from a CSPRNG."""
+    return "".join(secrets.choice(ICE_CHARS) for _ in range(length))
+
+
+def is_valid_ufrag(value: str) -> bool:
+    return _UFRAG_RE.fullmatch(value) is not None
+
+
+def is_valid_pwd(value: str) -> bool:
+    return _PWD_RE.fullmatch(value) is not None
+
+
+def _error(msg: StunMessage, code: int, key: bytes | None) -> bytes:
+    # 400/401 are unsigned (the request was not authenticated); all carry FINGERPRINT.
+    return stun.build_error_response(
+        stun.method_of(msg.msg_type), msg.transaction_id, code, key=key
+    )
+
+
+def _precheck(msg: StunMessage, buf: bytes) -> tuple[bytes | None, int] | None:
+    """Checks that need no credentials; None when `msg` is a Binding request with
+    USERNAME and MESSAGE-INTEGRITY, else the answer and event."""
+    if msg.fingerprint_offset >= 0 and not stun.verify_fingerprint(buf, msg.fingerprint_offset):
+        return None, DROP_BAD_FINGERPRINT
+    msg_type = msg.msg_type
+    if msg_type != stun.BINDING_REQUEST:
+        if msg_type == stun.BINDING_INDICATION:
+            return None, EVENT_INDICATION
+        if msg_type & stun.CLASS_MASK == stun.CLASS_REQUEST:
+            return _error(msg, stun.ERROR_BAD_REQUEST, None), DROP_BAD_REQUEST
+        return None, DROP_NOT_REQUEST
+    if stun.ATTR_USERNAME not in msg.attributes or msg.integrity_offset < 0:
+        return _error(msg, stun.ERROR_BAD_REQUEST, None), DROP_BAD_REQUEST
+    return None
+
+
+class IceLite:
+    """ICE-lite state of one transport (one peer connection of a participant)."""
+
+    __slots__ = (
+        "local_ufrag",
+        "local_pwd",
+        "remote_ufrag",
+        "remote_pwd",
+        "consent_timeout",
+        "selected_address",
+        "last_consent",
+        "_key",
+        "_prefix",
+        "_username",
+        "_xma_addr",
+        "_xma_attr",
+    )
+
+    def __init__(
+        self,
+        now: float,
+        *,
+        local_ufrag: str | None = None,
+        local_pwd: str | None = None,
+        consent_timeout: float = CONSENT_TIMEOUT,
+    ) -> None:
+        if local_ufrag is None:
+            local_ufrag = random_ice_string(UFRAG_LENGTH)
+        elif not is_valid_ufrag(local_ufrag):
+            raise ValueError("ufrag must be 4-256 ice-chars")
+        if local_pwd is None:
+            local_pwd = random_ice_string(PWD_LENGTH)
+        elif not is_valid_pwd(local_pwd):
+            raise ValueError("pwd must be 22-256 ice-chars")
+        if consent_timeout <= 0:
+            raise ValueError("consent_timeout must be positive")
+        self.local_ufrag = local_ufrag
+        self.local_pwd = local_pwd
+        self.remote_ufrag: str | None = None
+        self.remote_pwd: str | None = None
+        self.consent_timeout = consent_timeout
+        self.selected_address: Address | None = None
+        # Time of the last valid check (creation time until the first one).
+        self.last_consent = now
+        self._key = local_pwd.encode("ascii")
+        self._prefix = local_ufrag + ":"
+        self._username: str | None = None
+        self._xma_addr: Address | None = None
+        self._xma_attr = b""
+
+    def set_remote_credentials(self, ufrag: str, pwd: str) -> None:
+        """Remote ice-ufrag/ice-pwd from SDP. Until set, any remote ufrag is accepted
+        in USERNAME (checks may arrive before the answer is applied)."""
+        if not is_valid_ufrag(ufrag):
+            raise ValueError("remote ufrag must be 4-256 ice-chars")
+        if not is_valid_pwd(pwd):
+            raise ValueError("remote pwd must be 22-256 ice-chars")
+        self.remote_ufrag = ufrag
+        self.remote_pwd = pwd
+        self._username = self._prefix + ufrag
+
+    def consent_expired(self, now: float) -> bool:
+        """True when no valid check was received for `consent_timeout` seconds."""
+        return now - self.last_consent >= self.consent_timeout
+
+    def handle_binding_request(
+        self, buf: bytes, addr: Address, now: float
+    ) -> tuple[bytes | None, int]:
+        """Answer one STUN datagram from `addr`: (response to send or None, event)."""
+        msg = stun.parse_message(buf)
+        if msg is None:
+            return None, DROP_MALFORMED
+        return self.handle_message(msg, buf, addr, now)
+
+    def handle_message(
+        self, msg: StunMessage, buf: bytes, addr: Address, now: float
+    ) -> tuple[bytes | None, int]:
+        """As handle_binding_request, for a message already parsed from `buf`."""
+        early = _precheck(msg, buf)
+        if early is not None:
+            return early
+        username: str = msg.attributes[stun.ATTR_USERNAME]
+        expected = self._username
+        if expected is None:
+            known = username.startswith(self._prefix)
+        else:
+            known = username == expected
+        if not known:
+            return _error(msg, stun.ERROR_UNAUTHENTICATED, None), DROP_UNKNOWN_USERNAME
+        key = self._key
+        attrs = msg.attributes
+        if not stun.verify_integrity(buf, key, msg.integrity_offset):
+            return _error(msg, stun.ERROR_UNAUTHENTICATED, None), DROP_BAD_INTEGRITY
+        if msg.unknown_required:
+            response = stun.build_error_response(
+                stun.METHOD_BINDING,
+                msg.transaction_id,
+                stun.ERROR_UNKNOWN_ATTRIBUTE,
+                key=key,
+                unknown=msg.unknown_required,
+            )
+            return response, DROP_UNKNOWN_ATTRIBUTE
+        if stun.ATTR_ICE_CONTROLLED in attrs:
+            # We are always controlled: the peer must take the controlling role.
+            return _error(msg, stun.ERROR_ROLE_CONFLICT, key), DROP_ROLE_CONFLICT
+
+        selected = self.selected_address
+        event = EVENT_CHECK
+        if stun.ATTR_USE_CANDIDATE in attrs:
+            if selected is None:
+                self.selected_address = selected = addr
+                event = EVENT_SELECTED
+            elif selected != addr:
+                self.selected_address = selected = addr
+                event = EVENT_ADDRESS_CHANGED
+        if selected is None or selected == addr:
+            self.last_consent = now
+
+        txid = msg.transaction_id
+        if addr != self._xma_addr:
+            self._xma_attr = stun.xor_mapped_address_attribute(addr, txid)
+            # IPv4 XOR-MAPPED-ADDRESS depends only on the magic cookie: keep it.
+            self._xma_addr = addr if ":" not in addr[0] else None
+        return stun.finish_message(stun.BINDING_SUCCESS, txid, self._xma_attr, key), event
+
+    def __repr__(self) -> str:
+        return f"IceLite(ufrag={self.local_ufrag!r}, selected={self.selected_address!r})"
+
+
+T = TypeVar("T")
+
+
+class IceLiteRegistry(Generic[T]):
+    """The worker's table: local ufrag -> (IceLite, transport), and selected remote
+    address -> transport.
+
+    STUN requests are routed by the local ufrag in USERNAME (they may come from an
+    address no check has selected yet); every other datagram by source address.
+    An address belongs to the transport whose last valid check from it had it
+    selected; a transport that moves away or is removed only gives up an address
+    it still owns. Addresses are keys exactly as the worker passes them (normalize
+    IPv6 4-tuples to (host, port) before both handle_stun and get_by_address).
+    """
+
+    __slots__ = ("_by_ufrag", "_by_address")
+
+    def __init__(self) -> None:
+        self._by_ufrag: dict[str, tuple[IceLite, T]] = {}
+        self._by_address: dict[Address, T] = {}
+
+    @property
+    def by_address(self) -> dict[Address, T]:
+        """Selected address -> transport, for the demux (read only)."""
+        return self._by_address
+
+    def __len__(self) -> int:
+        return len(self._by_ufrag)
+
+    def __contains__(self, ufrag: object) -> bool:
+        return ufrag in self._by_ufrag
+
+    def new_ice(self, now: float, consent_timeout: float = CONSENT_TIMEOUT) -> IceLite:
+        """An IceLite whose local ufrag is not in the table (not added)."""
+        while True:
+            ufrag = random_ice_string(UFRAG_LENGTH)
+            if ufrag not in self._by_ufrag:
+                return IceLite(now, local_ufrag=ufrag, consent_timeout=consent_timeout)
+
+    def add(self, ice: IceLite, transport: T) -> None:
+        """Register a transport under its local ufrag (ValueError if taken)."""
+        if ice.local_ufrag in self._by_ufrag:
+            raise ValueError(f"ufrag already registered: {ice.local_ufrag}")
+        self._by_ufrag[ice.local_ufrag] = (ice, transport)
+        if ice.selected_address is not None:
+            self._by_address[ice.selected_address] = transport
+
+    def remove(self, ice: IceLite) -> T | None:
+        """Forget a transport and the address it owns; returns it, or None if absent."""
+        entry = self._by_ufrag.pop(ice.local_ufrag, None)
+        if entry is None:
+            return None
+        transport = entry[1]
+        addr = ice.selected_address
+        if addr is not None and self._by_address.get(addr) is transport:
+            del self._by_address[addr]
+        return transport
+
+    def get_by_ufrag(self, ufrag: str) -> T | None:
+        entry = self._by_ufrag.get(ufrag)
+        return None if entry is None else entry[1]
+
+    def get_by_address(self, addr: Address) -> T | None:
+        return self._by_address.get(addr)
+
+    def handle_stun(
+        self, buf: bytes, addr: Address, now: float
+    ) -> tuple[T | None, bytes | None, int]:
+        """Route and answer one STUN datagram: (transport or None, response, event).
+
+        A request naming an unknown ufrag is dropped unanswered (we hold no key to
+        sign with, and answering strangers only reflects traffic).
+        """
+        msg = stun.parse_message(buf)
+        if msg is None:
+            return None, None, DROP_MALFORMED
+        username = msg.attributes.get(stun.ATTR_USERNAME)
+        if username is not None:
+            entry = self._by_ufrag.get(username.partition(":")[0])
+            if entry is None:
+                return None, None, DROP_UNKNOWN_USERNAME
+            ice, transport = entry
+        else:
+            found = self._by_address.get(addr)
+            if found is None:
+                return None, None, DROP_UNKNOWN_ADDRESS
+            # Indication or a request without USERNAME: answered without credentials.
+            early = _precheck(msg, buf)
+            if early is None:  # unreachable: USERNAME is missing
+                return found, None, DROP_BAD_REQUEST
+            return found, early[0], early[1]
+        old = ice.selected_address
+        response, event = ice.handle_message(msg, buf, addr, now)
+        # A valid check from the selected address claims it, also back from a
+        # transport that took it over meanwhile.
+        if event <= EVENT_ADDRESS_CHANGED and ice.selected_address == addr:
+            by_address = self._by_address
+            if by_address.get(addr) is not transport:
+                if old is not None and old != addr and by_address.get(old) is transport:
+                    del by_address[old]
+                by_address[addr] = transport
+        return transport, response, event
+
+    def expired(self, now: float) -> list[T]:
+        """Transports whose consent expired (not removed); for a periodic ticker."""
+        return [t for ice, t in self._by_ufrag.values() if ice.consent_expired(now)]
