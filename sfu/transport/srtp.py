@@ -226,18 +226,21 @@ class SrtpContext:
             self.rtcp_bad_packet += 1
         return None
 
-    def protect_rtp(self, buf: bytes) -> bytes:
-        """SRTP packet for an RTP packet; raises SrtpError when libsrtp refuses it."""
+    def protect_rtp(self, buf: bytes | bytearray) -> bytes:
+        """SRTP packet for an RTP packet; raises SrtpError when libsrtp refuses it.
+
+        pylibsrtp takes only bytes: a bytearray (a DownTrack's rewritten packet) is copied once.
+        """
         try:
-            return self._tx.protect(buf)
+            return self._tx.protect(buf if type(buf) is bytes else bytes(buf))
         except (_LibSrtpError, ValueError, TypeError) as exc:
             self.protect_failed += 1
             raise SrtpError(f"SRTP protect failed: {exc}") from None
 
-    def protect_rtcp(self, buf: bytes) -> bytes:
+    def protect_rtcp(self, buf: bytes | bytearray) -> bytes:
         """SRTCP packet for an RTCP compound packet; raises SrtpError on failure."""
         try:
-            return self._tx.protect_rtcp(buf)
+            return self._tx.protect_rtcp(buf if type(buf) is bytes else bytes(buf))
         except (_LibSrtpError, ValueError, TypeError) as exc:
             self.protect_failed += 1
             raise SrtpError(f"SRTCP protect failed: {exc}") from None

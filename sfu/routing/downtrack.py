@@ -1,0 +1,192 @@
+"""DownTrack: one published track as one subscriber receives it.
+
+Each subscriber sees one continuous stream per track: its own SSRC, a sequence number and
+timestamp that continue across publisher reconnects, mutes and keyframe waits (SeqMunger,
+TimestampMunger), and the payload type the subscriber negotiated. `write` rewrites the
+shared packet's seq/ts/SSRC/PT in place and sends it; nothing else is copied. A ring of
+recent outgoing seqs maps a subscriber's NACK back to the publisher stream's retransmission
+buffer.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING
+
+from sfu.rtp.packet import RtpHeader
+from sfu.rtp.rtcp.sdes import SourceDescription
+from sfu.rtp.rtcp.sr import SenderReport
+from sfu.rtp.seq import SeqMunger, TimestampMunger
+from sfu.rtpstats import SendStats
+
+if TYPE_CHECKING:
+    from sfu.routing.counters import WorkerCounters
+    from sfu.routing.stream import RecvStream
+    from sfu.routing.track import PublishedTrack
+
+_SEQ_TS_SSRC = struct.Struct("!HII")
+_U16 = struct.Struct("!H")
+_HISTORY = 2048  # outgoing packets remembered for NACK answers (power of two)
+_HMASK = _HISTORY - 1
+
+
+class DownTrack:
+    __slots__ = (
+        "track", "subscriber_id", "transport", "mid", "ssrc", "rtx_ssrc", "payload_type", "rtx_payload_type",
+        "clock_rate", "is_video", "seq", "ts", "bound", "muted", "waiting_keyframe", "needs_sync", "packets",
+        "bytes", "rtx_seq", "retransmits", "stats", "cname", "counters", "_gen", "_h_seq", "_h_ext", "_h_ts",
+        "_h_gen", "_last_in_ts", "_last_out_ts", "_hdr", "nack", "paused",
+    )
+
+    def __init__(self, track: PublishedTrack, subscriber_id: str, transport: object, ssrc: int, rtx_ssrc: int,
+                 cname: str, counters: WorkerCounters) -> None:
+        self.track = track
+        self.subscriber_id = subscriber_id
+        self.transport = transport
+        self.mid = ""
+        self.ssrc = ssrc
+        self.rtx_ssrc = rtx_ssrc
+        self.payload_type = track.codec.payload_type
+        self.rtx_payload_type = 0
+        self.clock_rate = track.codec.clock_rate
+        self.is_video = track.kind == "video"
+        self.seq = SeqMunger(16)
+        self.ts = TimestampMunger(32)
+        self.bound = False  # the subscriber's answer accepted this track
+        self.muted = False  # the publisher muted, or the provider muted them
+        self.paused = False  # the subscriber asked not to receive it
+        self.waiting_keyframe = self.is_video
+        self.needs_sync = False
+        self.nack = False
+        self.packets = 0
+        self.bytes = 0
+        self.rtx_seq = 1
+        self.retransmits = 0
+        self.stats = SendStats(track.codec.clock_rate)
+        self.cname = cname
+        self.counters = counters
+        self._gen = 0
+        self._h_seq = [-1] * _HISTORY
+        self._h_ext = [0] * _HISTORY
+        self._h_ts = [0] * _HISTORY
+        self._h_gen = [0] * _HISTORY
+        self._last_in_ts = 0
+        self._last_out_ts = 0
+        self._hdr = RtpHeader()
+
+    # -- bind time ----------------------------------------------------------------------------
+
+    def bind(self, mid: str, payload_type: int, rtx_payload_type: int | None, nack: bool) -> None:
+        """The subscriber's answer accepted this track with these payload types."""
+        self.mid = mid
+        self.payload_type = payload_type
+        self.rtx_payload_type = rtx_payload_type or 0
+        self.nack = nack
+        self.bound = True
+
+    def switch_source(self) -> None:
+        """The publisher's stream changed (reconnect): continue seamlessly from the next keyframe."""
+        self.needs_sync = True
+        self._gen += 1
+        if self.is_video:
+            self.waiting_keyframe = True
+
+    # -- packet time ----------------------------------------------------------------------------
+
+    def write(self, pkt: bytearray, hdr: RtpHeader, ext_seq: int, keyframe: bool, now: float) -> None:
+        if not self.bound or self.muted or self.paused:
+            return
+        seq = hdr.seq
+        if self.waiting_keyframe:
+            if not keyframe:
+                self.counters.keyframe_waits += 1
+                if self.seq.started and not self.needs_sync:
+                    self.seq.drop(seq)
+                return
+            self.waiting_keyframe = False
+        if self.needs_sync:
+            self.needs_sync = False
+            if self.seq.started:
+                self.seq.sync(seq)
+                self.ts.sync(hdr.timestamp, now, self.clock_rate)
+        out_seq = self.seq.munge(seq)
+        if out_seq is None:
+            return
+        out_ts = self.ts.munge(hdr.timestamp, now)
+        _SEQ_TS_SSRC.pack_into(pkt, 2, out_seq, out_ts, self.ssrc)
+        pkt[1] = (pkt[1] & 0x80) | self.payload_type
+        i = out_seq & _HMASK
+        self._h_seq[i] = out_seq
+        self._h_ext[i] = ext_seq
+        self._h_ts[i] = out_ts
+        self._h_gen[i] = self._gen
+        self._last_in_ts = hdr.timestamp
+        self._last_out_ts = out_ts
+        self.transport.send_rtp(pkt)  # type: ignore[attr-defined]
+        self.packets += 1
+        self.bytes += hdr.size
+
+    # -- feedback from the subscriber ------------------------------------------------------------
+
+    def on_nack(self, seqs: list[int], now: float) -> None:
+        """Resend what the subscriber lost, from the publisher stream's buffer (RTX if negotiated)."""
+        source = self.track.source
+        if source is None or not self.bound:
+            return
+        for out_seq in seqs:
+            i = out_seq & _HMASK
+            if self._h_seq[i] != out_seq or self._h_gen[i] != self._gen:
+                self.counters.retransmit_misses += 1
+                continue
+            item = source.buffer.get(self._h_ext[i])
+            if item is None:
+                self.counters.retransmit_misses += 1
+                continue
+            pkt = self._retransmission(item[0], out_seq, self._h_ts[i])
+            if pkt is None:
+                continue
+            self.transport.send_rtp(pkt)  # type: ignore[attr-defined]
+            self.retransmits += 1
+            self.counters.retransmits += 1
+
+    def _retransmission(self, original: bytes | bytearray, out_seq: int, out_ts: int) -> bytearray | None:
+        hdr = self._hdr
+        if not hdr.load(original):
+            return None
+        if not self.rtx_payload_type:
+            pkt = bytearray(original)
+            _SEQ_TS_SSRC.pack_into(pkt, 2, out_seq, out_ts, self.ssrc)
+            pkt[1] = (pkt[1] & 0x80) | self.payload_type
+            return pkt
+        off, n = hdr.payload_offset, hdr.payload_length
+        pkt = bytearray(off + 2 + n)
+        pkt[:off] = original[:off]
+        pkt[0] &= 0xDF  # no padding
+        pkt[1] = (pkt[1] & 0x80) | self.rtx_payload_type
+        _SEQ_TS_SSRC.pack_into(pkt, 2, self.rtx_seq, out_ts, self.rtx_ssrc)
+        self.rtx_seq = (self.rtx_seq + 1) & 0xFFFF
+        _U16.pack_into(pkt, off, out_seq)
+        pkt[off + 2:] = original[off: off + n]
+        return pkt
+
+    def on_pli(self, now: float) -> None:
+        self.track.request_keyframe(now)
+
+    # -- reports ---------------------------------------------------------------------------------
+
+    def quality_inputs(self) -> dict[str, float]:
+        st = self.stats
+        return {"fraction_lost": st.remote_fraction_lost / 256.0,
+                "jitter_ms": round(st.remote_jitter * 1000.0 / self.clock_rate, 3),
+                "rtt_ms": round(st.rtt * 1000.0, 3) if st.rtt >= 0 else 0.0}
+
+    def sender_report(self, now_ntp: int, source: RecvStream | None, now: float = 0.0) -> bytes | None:
+        """A Sender Report for this DownTrack, translated from the publisher's so lip sync holds."""
+        if not self.packets or source is None or not source.sr_ntp:
+            return None
+        delta = (self._last_out_ts - self._last_in_ts) & 0xFFFFFFFF
+        rtp = (source.sr_rtp + delta) & 0xFFFFFFFF
+        sr = SenderReport(ssrc=self.ssrc, ntp_timestamp=source.sr_ntp, rtp_timestamp=rtp,
+                          packet_count=self.packets & 0xFFFFFFFF, octet_count=self.bytes & 0xFFFFFFFF)
+        self.stats.on_sender_report_sent(source.sr_ntp, now)
+        return sr.to_bytes() + SourceDescription.with_cname(self.ssrc, self.cname).to_bytes()

@@ -1,0 +1,206 @@
+"""Room: who is in it, what they publish, who receives what; and its periodic feedback.
+
+Every admitted participant receives every other participant's tracks. The SFU knows
+nothing of appointments or tokens: only rooms, participants and their permission to
+publish and subscribe. Changes are reported through `emit` (an event dict for the node).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from sfu.routing.counters import WorkerCounters
+from sfu.routing.participant import Participant, TransportFactory
+from sfu.routing.stream import RecvStream
+from sfu.routing.track import PublishedTrack
+from sfu.rtp.ntp import ntp_from_unix
+from sfu.rtp.rtcp.nack import Nack
+from sfu.rtp.rtcp.remb import Remb
+from sfu.rtp.rtcp.rr import ReceiverReport
+from sfu.rtpstats import quality_score
+from sfu.sdp import MediaCapabilities
+from sfu.speaker import SpeakerDetector
+
+log = logging.getLogger("telesfu.sfu.room")
+
+Emit = Callable[[dict[str, Any]], None]
+
+# What the SFU tells publishers they may send (REMB), until congestion control lands.
+PUBLISHER_REMB_BPS = 2_500_000
+_MAX_NACKS_PER_PACKET = 64
+
+
+class Room:
+    def __init__(self, room_id: str, make_transport: TransportFactory, counters: WorkerCounters,
+                 clock: Callable[[], float], wallclock: Callable[[], float], emit: Emit,
+                 publish_caps: MediaCapabilities, subscribe_caps: MediaCapabilities) -> None:
+        self.id = room_id
+        self.make_transport = make_transport
+        self.counters = counters
+        self.clock = clock
+        self.wallclock = wallclock
+        self.emit = emit
+        self.publish_caps = publish_caps
+        self.subscribe_caps = subscribe_caps
+        self.participants: dict[str, Participant] = {}
+        self.speakers = SpeakerDetector()
+        self.closed = False
+
+    # -- membership -----------------------------------------------------------------------------
+
+    def add_participant(self, participant_id: str, can_publish: bool = True, can_subscribe: bool = True) -> Participant:
+        existing = self.participants.get(participant_id)
+        if existing is not None:
+            existing.can_publish, existing.can_subscribe = can_publish, can_subscribe
+            return existing
+        p = Participant(self, participant_id, can_publish, can_subscribe, self.make_transport, self.counters,
+                        self.clock, self.publish_caps, self.subscribe_caps)
+        self.participants[participant_id] = p
+        for other in self.participants.values():
+            if other is not p:
+                for track in other.tracks.values():
+                    p.add_downtrack(track)
+        self.negotiate()
+        return p
+
+    def remove_participant(self, participant_id: str) -> bool:
+        p = self.participants.pop(participant_id, None)
+        if p is None:
+            return False
+        for track in list(p.tracks.values()):
+            self._unpublish(track)
+        for dt in list(p.downtracks.values()):
+            dt.track.remove_downtrack(dt)
+        p.downtracks.clear()
+        p.close()
+        self.speakers.remove(participant_id)
+        self.negotiate()
+        return True
+
+    def close(self) -> None:
+        for pid in list(self.participants):
+            self.remove_participant(pid)
+        self.closed = True
+
+    # -- negotiation ----------------------------------------------------------------------------
+
+    def publish_offer(self, participant_id: str, sdp: str) -> str:
+        p = self._get(participant_id)
+        answer, published, stopped = p.apply_publish_offer(sdp)
+        for track in stopped:
+            self._unpublish(track)
+        for track in published:
+            for other in self.participants.values():
+                if other is not p:
+                    other.add_downtrack(track)
+            self.emit({"type": "track_published", "room_id": self.id, "track": track.info()})
+        self.negotiate()
+        return answer
+
+    def subscribe_answer(self, participant_id: str, sdp: str) -> None:
+        self._get(participant_id).apply_subscribe_answer(sdp)
+        self.negotiate()
+
+    def negotiate(self) -> None:
+        """Send a subscribe offer to everyone whose set of tracks changed and has none outstanding."""
+        for p in list(self.participants.values()):
+            offer = p.next_subscribe_offer()
+            if offer is not None:
+                sdp, tracks = offer
+                self.emit({"type": "subscribe_offer", "room_id": self.id, "participant_id": p.id, "sdp": sdp,
+                           "tracks": tracks})
+
+    def _unpublish(self, track: PublishedTrack) -> None:
+        for p in self.participants.values():
+            p.remove_downtrack(track)
+        self.emit({"type": "track_unpublished", "room_id": self.id, "track": track.info()})
+
+    def set_muted(self, participant_id: str, kind: str, muted: bool) -> list[dict[str, object]]:
+        p = self._get(participant_id)
+        changed = []
+        for track in p.tracks.values():
+            if (not kind or track.kind == kind) and track.muted != muted:
+                track.set_muted(muted)
+                changed.append(track.info())
+                self.emit({"type": "track_muted", "room_id": self.id, "track": track.info()})
+        return changed
+
+    def _get(self, participant_id: str) -> Participant:
+        p = self.participants.get(participant_id)
+        if p is None:
+            raise KeyError(f"participant {participant_id} is not in room {self.id}")
+        return p
+
+    # -- callbacks from participants ---------------------------------------------------------------
+
+    def send_keyframe_request_for(self, participant: Participant) -> Callable[[RecvStream], None]:
+        return participant.send_keyframe_request
+
+    def on_transport_state(self, p: Participant, which: str, state: str, reason: str) -> None:
+        self.emit({"type": "transport_state", "room_id": self.id, "participant_id": p.id, "transport": which,
+                   "state": state, "reason": reason})
+
+    # -- tickers (never per packet) ----------------------------------------------------------------
+
+    def tick_nack(self, now: float) -> None:
+        """Ask publishers for what the SFU lost (RFC 4585 generic NACK)."""
+        for p in self.participants.values():
+            transport = p.publish_transport
+            if transport is None:
+                continue
+            for stream in {id(s): s for s in p.publish.streams.values()}.values():
+                if not stream.nack_enabled:
+                    continue
+                if stream.keyframe_requester.tick(now):
+                    p.send_keyframe_request(stream)
+                seqs = stream.nack.tick(now)
+                if seqs:
+                    for i in range(0, len(seqs), _MAX_NACKS_PER_PACKET):
+                        transport.send_rtcp(Nack.from_seqs(p.rtcp_ssrc, stream.ssrc,
+                                                           seqs[i:i + _MAX_NACKS_PER_PACKET]).to_bytes())
+                        self.counters.nacks_out += 1
+                        self.counters.rtcp_out += 1
+
+    def tick_reports(self, now: float) -> None:
+        """Receiver Reports (+REMB) to publishers, translated Sender Reports to subscribers."""
+        ntp_now = ntp_from_unix(self.wallclock())
+        for p in self.participants.values():
+            transport = p.publish_transport
+            streams = list({id(s): s for s in p.publish.streams.values()}.values())
+            if transport is not None and streams:
+                blocks = [s.report_block(now) for s in streams]
+                rr = ReceiverReport(ssrc=p.rtcp_ssrc, reports=blocks[:31]).to_bytes()
+                remb = Remb(sender_ssrc=p.rtcp_ssrc, media_ssrc=0, bitrate=PUBLISHER_REMB_BPS,
+                            ssrcs=[s.ssrc for s in streams]).to_bytes()
+                transport.send_rtcp(rr + remb)
+                self.counters.rtcp_out += 1
+            sub = p.subscribe_transport
+            if sub is not None:
+                for dt in p.downtracks.values():
+                    report = dt.sender_report(ntp_now, dt.track.source, now)
+                    if report is not None:
+                        sub.send_rtcp(report)
+                        self.counters.rtcp_out += 1
+
+    def tick_speakers(self, now: float) -> None:
+        speakers = self.speakers.tick(now)
+        if speakers is not None:
+            self.emit({"type": "active_speakers", "room_id": self.id, "participant_ids": speakers})
+
+    def connection_quality(self) -> dict[str, dict[str, object]]:
+        """Per participant: the worst of what it sends us and what it receives from us."""
+        out: dict[str, dict[str, object]] = {}
+        for p in self.participants.values():
+            worst: tuple[str, int] | None = None
+            sources = [s.quality_inputs() for s in {id(s): s for s in p.publish.streams.values()}.values()]
+            for snap in sources + [dt.quality_inputs() for dt in p.downtracks.values() if dt.packets]:
+                q = quality_score(snap["fraction_lost"], snap["jitter_ms"], snap["rtt_ms"])
+                worst = q if worst is None or q[1] < worst[1] else worst
+            if worst is not None:
+                out[p.id] = {"quality": worst[0], "score": worst[1]}
+        return out
+
+    def stats(self) -> dict[str, object]:
+        return {"room_id": self.id, "participants": [p.stats() for p in self.participants.values()]}

@@ -1,0 +1,197 @@
+"""RecvStream: one incoming RTP stream (one SSRC) of a published track.
+
+Bind time (when the publish offer is answered): SSRC, payload types, clock rate, extension
+id translation, keyframe detector. Packet time (`receive`): parse the header into a reused
+RtpHeader, undo RTX, update receive stats and the NACK generator, keep the packet for
+retransmission, detect keyframes and audio level, then hand one shared bytearray to the
+track's DownTracks.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from sfu.keyframe import KeyframeRequester
+from sfu.nack import NackGenerator, RetransmissionBuffer
+from sfu.rtp.ext import read_audio_level
+from sfu.rtp.h264 import is_h264_keyframe
+from sfu.rtp.packet import RtpHeader
+from sfu.rtp.seq import Unwrapper
+from sfu.rtp.vp8 import is_vp8_keyframe
+from sfu.rtpstats import ReceiveStats
+
+if TYPE_CHECKING:
+    from sfu.routing.track import PublishedTrack
+
+_U16 = struct.Struct("!H")
+_SEQ_TS_SSRC = struct.Struct("!HII")
+
+KeyframeFn = Callable[[bytes, int, int], bool]
+
+
+def keyframe_detector(codec_name: str) -> KeyframeFn | None:
+    name = codec_name.lower()
+    if name == "vp8":
+        return is_vp8_keyframe
+    if name == "h264":
+        return is_h264_keyframe
+    return None
+
+
+def identity_ext_map(ext_map: bytes) -> bool:
+    return all(ext_map[i] == i for i in range(16))
+
+
+class RecvStream:
+    __slots__ = (
+        "track", "ssrc", "rtx_ssrc", "payload_type", "rtx_payload_type", "clock_rate", "is_video",
+        "keyframe_fn", "nack", "stats", "buffer", "unwrapper", "ext_map", "translate_ext",
+        "audio_level_id", "keyframes", "packets", "bytes", "rtx_packets", "padding_packets",
+        "sr_ntp", "sr_rtp", "sr_at", "keyframe_requester", "_hdr", "counters", "nack_enabled",
+        "fraction_lost",
+    )
+
+    def __init__(self, track: PublishedTrack, ssrc: int, rtx_ssrc: int | None, payload_type: int,
+                 rtx_payload_type: int | None, clock_rate: int, codec_name: str, ext_map: bytes,
+                 audio_level_id: int, nack_enabled: bool, counters: object) -> None:
+        self.track = track
+        self.ssrc = ssrc
+        self.rtx_ssrc = rtx_ssrc
+        self.payload_type = payload_type
+        self.rtx_payload_type = rtx_payload_type
+        self.clock_rate = clock_rate
+        self.is_video = track.kind == "video"
+        self.keyframe_fn = keyframe_detector(codec_name) if self.is_video else None
+        self.nack_enabled = nack_enabled
+        self.nack = NackGenerator()
+        self.stats = ReceiveStats()
+        self.buffer = RetransmissionBuffer()
+        self.unwrapper = Unwrapper(16)
+        self.ext_map = ext_map  # publisher ext id -> the SFU's id (16 entries, one-byte ids)
+        self.translate_ext = not identity_ext_map(ext_map)
+        self.audio_level_id = audio_level_id  # in the SFU's numbering
+        self.keyframe_requester = KeyframeRequester()
+        self.keyframes = 0
+        self.packets = 0
+        self.bytes = 0
+        self.rtx_packets = 0
+        self.padding_packets = 0
+        self.sr_ntp = 0  # the publisher's last SR: NTP time (64 bit) and RTP time
+        self.sr_rtp = 0
+        self.sr_at = 0.0
+        self.fraction_lost = 0.0  # in the last report interval
+        self._hdr = RtpHeader()
+        self.counters = counters
+
+    def receive(self, data: bytes, now: float) -> None:
+        """One decrypted RTP packet of this stream (or of its RTX stream)."""
+        hdr = self._hdr
+        if not hdr.load(data):
+            self.counters.drops["rtp_malformed"] += 1  # type: ignore[attr-defined]
+            return
+        if hdr.ssrc == self.rtx_ssrc or (hdr.payload_type == self.rtx_payload_type and self.rtx_payload_type):
+            if hdr.payload_length < 2:  # RTX padding (bandwidth probes): nothing to recover
+                self.padding_packets += 1
+                return
+            data = self._unwrap_rtx(hdr)
+            self.rtx_packets += 1
+            if not hdr.load(data):
+                return
+        elif hdr.payload_type != self.payload_type:
+            self.counters.drops["rtp_unknown_payload_type"] += 1  # type: ignore[attr-defined]
+            return
+        if hdr.payload_length == 0:  # padding-only: probes, never forwarded
+            self.padding_packets += 1
+            return
+        seq = hdr.seq
+        ext_seq = self.unwrapper.unwrap(seq)
+        self.packets += 1
+        self.bytes += hdr.size
+        self.stats.on_packet(seq, hdr.timestamp, now, self.clock_rate, hdr.size)
+        if self.nack_enabled:
+            self.nack.on_packet(seq, now)
+        self.buffer.store(ext_seq, data, now)
+        keyframe = False
+        if self.keyframe_fn is not None:
+            keyframe = self.keyframe_fn(data, hdr.payload_offset, hdr.payload_offset + hdr.payload_length)
+            if keyframe:
+                self.keyframes += 1
+                self.keyframe_requester.on_keyframe(now)
+        pkt = bytearray(data)
+        if self.translate_ext and hdr.extension:
+            self._translate_ext(pkt, hdr)
+        track = self.track
+        if self.audio_level_id and hdr.extension:
+            loc = hdr.find_extension(self.audio_level_id) if not self.translate_ext else \
+                _find_one_byte(pkt, hdr, self.audio_level_id)
+            if loc is not None:
+                level = read_audio_level(pkt, loc[0], loc[1])
+                if level is not None:
+                    track.on_audio_level(level[1], level[0], now)
+        if track.source is self:
+            for dt in track.downtracks:
+                dt.write(pkt, hdr, ext_seq, keyframe, now)
+
+    def _unwrap_rtx(self, hdr: RtpHeader) -> bytes:
+        """RFC 4588: the original packet is the RTX payload minus its 2-byte OSN."""
+        buf = hdr.buf
+        off = hdr.payload_offset
+        osn = _U16.unpack_from(buf, off)[0]
+        out = bytearray(off + hdr.payload_length - 2)
+        out[:off] = buf[:off]
+        out[off:] = buf[off + 2: off + hdr.payload_length]
+        out[0] &= 0xDF  # padding stripped
+        out[1] = (out[1] & 0x80) | self.payload_type
+        _SEQ_TS_SSRC.pack_into(out, 2, osn, hdr.timestamp, self.ssrc)
+        return bytes(out)
+
+    def _translate_ext(self, pkt: bytearray, hdr: RtpHeader) -> None:
+        """Rewrite one-byte header extension ids to the SFU's numbering, in place."""
+        if hdr.ext_profile != 0xBEDE:
+            return
+        i, end, m = hdr.ext_offset, hdr.ext_offset + hdr.ext_length, self.ext_map
+        while i < end:
+            b = pkt[i]
+            if b == 0:
+                i += 1
+                continue
+            ext_id = b >> 4
+            if ext_id == 15:
+                return
+            pkt[i] = (m[ext_id] << 4) | (b & 0x0F)
+            i += 2 + (b & 0x0F)
+
+    def request_keyframe(self, now: float) -> bool:
+        return self.keyframe_requester.request(now, "subscriber")
+
+    def on_sender_report(self, ntp: int, rtp_ts: int, now: float) -> None:
+        self.sr_ntp, self.sr_rtp, self.sr_at = ntp, rtp_ts, now
+
+    def report_block(self, now: float) -> object:
+        """The RR block for this stream; remembers the interval's loss for quality."""
+        block = self.stats.report_block(self.ssrc, now)
+        self.fraction_lost = block.fraction_lost / 256.0
+        return block
+
+    def quality_inputs(self) -> dict[str, float]:
+        return {"fraction_lost": self.fraction_lost, "jitter_ms": round(self.stats.jitter_ms, 3), "rtt_ms": 0.0}
+
+
+def _find_one_byte(pkt: bytearray, hdr: RtpHeader, want: int) -> tuple[int, int] | None:
+    if hdr.ext_profile != 0xBEDE:
+        return hdr.find_extension(want)
+    i, end = hdr.ext_offset, hdr.ext_offset + hdr.ext_length
+    while i < end:
+        b = pkt[i]
+        if b == 0:
+            i += 1
+            continue
+        ext_id, length = b >> 4, (b & 0x0F) + 1
+        if ext_id == 15:
+            return None
+        if ext_id == want:
+            return i + 1, length
+        i += 1 + length
+    return None

@@ -1,0 +1,302 @@
+"""A media worker: one event loop, one UDP port, its rooms, its tickers.
+
+`Worker` is the in-process object (tests drive it directly); `python -m sfu.worker` runs it
+as a process that the node talks to over stdin/stdout, one JSON object per line:
+requests `{"id", "cmd", "args"}`, answers `{"id", "ok", "result" | "error"}`, and events
+`{"event": {...}}` the worker sends on its own (subscribe offers, track changes, transport
+states, active speakers, connection quality, stats).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import resource
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from sfu.routing.counters import WorkerCounters
+from sfu.routing.room import Room
+from sfu.sdp import DEFAULT_CAPABILITIES, URI_TRANSPORT_CC, MediaCapabilities, SdpError
+
+log = logging.getLogger("telesfu.sfu.worker")
+
+Emit = Callable[[dict[str, Any]], None]
+
+NACK_INTERVAL = 0.02
+REPORT_INTERVAL = 1.0
+SPEAKER_INTERVAL = 0.3
+STATS_INTERVAL = 2.0
+HOUSEKEEPING_INTERVAL = 1.0
+
+
+def _without_transport_cc(caps: MediaCapabilities) -> MediaCapabilities:
+    # Congestion feedback is REMB for now: transport-cc feedback generation comes with the allocator.
+    exts = tuple(h for h in caps.header_extensions if h.uri != URI_TRANSPORT_CC)
+    codecs = tuple(replace(c, rtcp_fb=tuple(fb for fb in c.rtcp_fb if fb.type != "transport-cc"))
+                   for c in caps.codecs)
+    return replace(caps, header_extensions=exts, codecs=codecs)
+
+
+PUBLISH_CAPS = _without_transport_cc(DEFAULT_CAPABILITIES)
+SUBSCRIBE_CAPS = PUBLISH_CAPS
+
+
+@dataclass
+class WorkerConfig:
+    index: int = 0
+    port: int = 40000
+    listen_ips: list[str] = field(default_factory=lambda: ["127.0.0.1"])
+    announced_ip: str = ""
+    allowed_source_networks: list[str] = field(default_factory=list)
+    consent_timeout: float = 30.0
+
+
+class CommandError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class Worker:
+    def __init__(self, config: WorkerConfig, emit: Emit) -> None:
+        self.config = config
+        self.emit = emit
+        self.counters = WorkerCounters()
+        self.rooms: dict[str, Room] = {}
+        self.endpoint: Any = None
+        self._timers: list[asyncio.TimerHandle] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lag = 0.0
+        self._stats_due = 0.0
+        self.started_at = time.monotonic()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        from sfu.transport.udp import MediaEndpoint
+
+        self._loop = asyncio.get_running_loop()
+        self.endpoint = MediaEndpoint(
+            self.config.listen_ips, self.config.port, announced_ip=self.config.announced_ip or None,
+            allowed_sources=self.config.allowed_source_networks or None,
+            consent_timeout=self.config.consent_timeout, clock=self._loop.time)
+        await self.endpoint.start()
+        self.config.port = self.endpoint.port
+        self._every(NACK_INTERVAL, self._tick_nack)
+        self._every(REPORT_INTERVAL, self._tick_reports)
+        self._every(SPEAKER_INTERVAL, self._tick_speakers)
+        self._every(STATS_INTERVAL, self._tick_stats)
+
+    async def stop(self) -> None:
+        for room in list(self.rooms.values()):
+            room.close()
+        self.rooms.clear()
+        for t in self._timers:
+            t.cancel()
+        self._timers.clear()
+        if self.endpoint is not None:
+            self.endpoint.close()
+            self.endpoint = None
+
+    def _every(self, interval: float, fn: Callable[[float], None]) -> None:
+        loop = self._loop
+        assert loop is not None
+        slot = len(self._timers)
+        self._timers.append(None)  # type: ignore[arg-type]
+        due = [loop.time() + interval]
+
+        def run() -> None:
+            now = loop.time()
+            if fn is self._tick_nack:
+                self._lag = max(self._lag * 0.9, now - due[0])
+            try:
+                fn(now)
+            except Exception:
+                log.exception("worker %d: %s failed", self.config.index, fn.__name__)
+            due[0] += interval
+            if due[0] < now:  # fell behind: do not try to catch up
+                due[0] = now + interval
+            self._timers[slot] = loop.call_at(due[0], run)
+
+        self._timers[slot] = loop.call_at(due[0], run)
+
+    def clock(self) -> float:
+        assert self._loop is not None
+        return self._loop.time()
+
+    # -- commands ---------------------------------------------------------------------------------
+
+    def _make_transport(self, handler: Any, on_state: Callable[[str, str], None], label: str) -> Any:
+        return self.endpoint.create_transport(handler, lambda _t, state, reason: on_state(state, reason or ""))
+
+    def _room(self, room_id: str) -> Room:
+        room = self.rooms.get(room_id)
+        if room is None:
+            raise CommandError("room_not_found", f"room {room_id} is not on this worker")
+        return room
+
+    def create_room(self, room_id: str) -> dict[str, Any]:
+        if room_id not in self.rooms:
+            self.rooms[room_id] = Room(room_id, self._make_transport, self.counters, self.clock, time.time,
+                                       self.emit, PUBLISH_CAPS, SUBSCRIBE_CAPS)
+        return {"room_id": room_id, "worker": self.config.index}
+
+    def close_room(self, room_id: str) -> dict[str, Any]:
+        room = self.rooms.pop(room_id, None)
+        if room is not None:
+            room.close()
+        return {"closed": room is not None}
+
+    def add_participant(self, room_id: str, participant_id: str, can_publish: bool = True,
+                        can_subscribe: bool = True) -> dict[str, Any]:
+        if room_id not in self.rooms:
+            self.create_room(room_id)
+        self._room(room_id).add_participant(participant_id, can_publish, can_subscribe)
+        return {"participant_id": participant_id}
+
+    def remove_participant(self, room_id: str, participant_id: str) -> dict[str, Any]:
+        room = self.rooms.get(room_id)
+        return {"removed": bool(room and room.remove_participant(participant_id))}
+
+    def publish_offer(self, room_id: str, participant_id: str, sdp: str) -> dict[str, Any]:
+        try:
+            return {"sdp": self._room(room_id).publish_offer(participant_id, sdp)}
+        except SdpError as e:
+            raise CommandError(e.code, str(e)) from None
+        except KeyError as e:
+            raise CommandError("participant_not_found", str(e.args[0])) from None
+        except PermissionError as e:
+            raise CommandError("not_allowed", str(e)) from None
+
+    def subscribe_answer(self, room_id: str, participant_id: str, sdp: str) -> dict[str, Any]:
+        try:
+            self._room(room_id).subscribe_answer(participant_id, sdp)
+        except SdpError as e:
+            raise CommandError(e.code, str(e)) from None
+        except KeyError as e:
+            raise CommandError("participant_not_found", str(e.args[0])) from None
+        except ValueError as e:
+            raise CommandError("no_offer_pending", str(e)) from None
+        return {}
+
+    def set_muted(self, room_id: str, participant_id: str, kind: str = "", muted: bool = True) -> dict[str, Any]:
+        try:
+            return {"tracks": self._room(room_id).set_muted(participant_id, kind, muted)}
+        except KeyError as e:
+            raise CommandError("participant_not_found", str(e.args[0])) from None
+
+    def room_stats(self, room_id: str) -> dict[str, Any]:
+        return self._room(room_id).stats()
+
+    def load(self) -> dict[str, Any]:
+        return {"rooms": len(self.rooms), "participants": sum(len(r.participants) for r in self.rooms.values())}
+
+    def stats(self) -> dict[str, Any]:
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        return {"worker": self.config.index, "pid": os.getpid(), "port": self.config.port, **self.load(),
+                "cpu_seconds": ru.ru_utime + ru.ru_stime, "max_rss_kb": ru.ru_maxrss,
+                "loop_lag_seconds": round(self._lag, 6), "counters": self.counters.snapshot(),
+                "transport": self.endpoint.totals() if self.endpoint is not None else {}}
+
+    COMMANDS = ("create_room", "close_room", "add_participant", "remove_participant", "publish_offer",
+                "subscribe_answer", "set_muted", "room_stats", "stats", "load")
+
+    def handle(self, cmd: str, args: dict[str, Any]) -> Any:
+        if cmd not in self.COMMANDS:
+            raise CommandError("unknown_command", f"unknown command {cmd}")
+        try:
+            return getattr(self, cmd)(**args)
+        except TypeError as e:
+            raise CommandError("bad_arguments", str(e)) from None
+
+    # -- tickers ----------------------------------------------------------------------------------
+
+    def _tick_nack(self, now: float) -> None:
+        for room in self.rooms.values():
+            room.tick_nack(now)
+
+    def _tick_reports(self, now: float) -> None:
+        for room in self.rooms.values():
+            room.tick_reports(now)
+            quality = room.connection_quality()
+            if quality:
+                self.emit({"type": "connection_quality", "room_id": room.id, "participants": quality})
+
+    def _tick_speakers(self, now: float) -> None:
+        for room in self.rooms.values():
+            room.tick_speakers(now)
+
+    def _tick_stats(self, now: float) -> None:
+        self.emit({"type": "worker_stats", **self.stats()})
+
+
+# -- the process ------------------------------------------------------------------------------------
+
+async def _serve_stdio(config: WorkerConfig) -> None:
+    loop = asyncio.get_running_loop()
+    out = sys.stdout
+
+    def emit(event: dict[str, Any]) -> None:
+        out.write(json.dumps({"event": event}, separators=(",", ":")) + "\n")
+        out.flush()
+
+    worker = Worker(config, emit)
+    await worker.start()
+    emit({"type": "ready", "worker": config.index, "port": config.port, "pid": os.getpid()})
+    reader = asyncio.StreamReader(limit=4 * 1024 * 1024)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    try:
+        while True:
+            line = await reader.readline()
+            if not line:
+                break  # the node went away
+            try:
+                msg = json.loads(line)
+                req_id, cmd, args = msg["id"], msg["cmd"], msg.get("args") or {}
+            except (ValueError, KeyError, TypeError):
+                log.warning("worker %d: malformed request dropped", config.index)
+                continue
+            try:
+                reply = {"id": req_id, "ok": True, "result": worker.handle(cmd, args)}
+            except CommandError as e:
+                reply = {"id": req_id, "ok": False, "error": {"code": e.code, "message": e.message}}
+            except Exception as e:
+                log.exception("worker %d: command %s failed", config.index, cmd)
+                reply = {"id": req_id, "ok": False, "error": {"code": "internal_error", "message": str(e)}}
+            out.write(json.dumps(reply, separators=(",", ":")) + "\n")
+            out.flush()
+    finally:
+        await worker.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m sfu.worker")
+    p.add_argument("--index", type=int, default=0)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--listen-ip", action="append", default=[])
+    p.add_argument("--announced-ip", default="")
+    p.add_argument("--allow-network", action="append", default=[])
+    args = p.parse_args(argv)
+    logging.basicConfig(level=os.environ.get("TELESFU_LOG_LEVEL", "INFO").upper(), stream=sys.stderr,
+                        format=f"%(asctime)s %(levelname)s worker{args.index} %(name)s: %(message)s")
+    config = WorkerConfig(args.index, args.port, args.listen_ip or ["127.0.0.1"], args.announced_ip,
+                          args.allow_network)
+    try:
+        import uvloop
+
+        uvloop.run(_serve_stdio(config))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
