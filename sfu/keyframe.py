@@ -24,7 +24,8 @@ class KeyframeRequester:
       one was sent at least ``min_interval`` ago.
     - While a request is outstanding (no keyframe since), further requests are
       suppressed; if no keyframe arrives within ``retry_after`` the request is
-      repeated (by ``request`` or ``tick``), at most ``max_retries`` times.
+      repeated (by ``request`` or ``tick``): ``max_retries`` times on its own, and
+      again each time someone asked since the previous send.
     - A request suppressed only by ``min_interval`` is deferred: ``tick`` sends it
       once the interval has passed, unless a keyframe arrived meanwhile.
     - ``on_keyframe`` settles everything outstanding.
@@ -43,6 +44,7 @@ class KeyframeRequester:
         "last_keyframe_at",
         "_pending",
         "_deferred",
+        "_asked",
         "_sent_at",
         "_retries",
         "requested",
@@ -71,6 +73,7 @@ class KeyframeRequester:
         self.last_keyframe_at = _NEVER
         self._pending = False
         self._deferred = False
+        self._asked = False  # a request was suppressed while one was outstanding
         self._sent_at = _NEVER
         self._retries = 0
         self.requested = 0  # request() calls
@@ -96,6 +99,7 @@ class KeyframeRequester:
             if now - self._sent_at >= self.retry_after:
                 self.last_reason = reason
                 return self._repeat(now)
+            self._asked = True
             self.suppressed += 1
             return False
         if now - self._sent_at < self.min_interval:
@@ -111,7 +115,7 @@ class KeyframeRequester:
         if self._pending:
             if now - self._sent_at < self.retry_after:
                 return False
-            if self._retries < self.max_retries:
+            if self._retries < self.max_retries or self._asked:
                 return self._repeat(now)
             self._pending = False  # the publisher does not answer; wait for a new request
             self._deferred = False
@@ -126,6 +130,7 @@ class KeyframeRequester:
         """A keyframe arrived from the publisher (call per keyframe, or per packet of one)."""
         self._pending = False
         self._deferred = False
+        self._asked = False
         self._retries = 0
         self.last_keyframe_at = now
         self.keyframes += 1
@@ -133,12 +138,14 @@ class KeyframeRequester:
     def _send_new(self, now: float) -> None:
         self._pending = True
         self._deferred = False
+        self._asked = False
         self._sent_at = now
         self._retries = 0
         self.fir_seq = (self.fir_seq + 1) & 0xFF
         self.sent += 1
 
     def _repeat(self, now: float) -> bool:
+        self._asked = False
         self._sent_at = now
         self._retries += 1
         self.retried += 1

@@ -363,7 +363,9 @@ class RetransmissionBuffer:
         "misses",
     )
 
-    def __init__(self, size: int = DEFAULT_BUFFER_SIZE, max_age: float = DEFAULT_BUFFER_MAX_AGE) -> None:
+    def __init__(
+        self, size: int = DEFAULT_BUFFER_SIZE, max_age: float = DEFAULT_BUFFER_MAX_AGE
+    ) -> None:
         _check_pow2(size, 1, 1 << 16)
         self.size = size
         self.max_age = max_age
@@ -450,9 +452,7 @@ class SeqMap:
         self._mask = size - 1
         self._slots = [SentPacket() for _ in range(size)]
 
-    def set(
-        self, out_seq: int, in_ext: int, out_ts: int, now: float, extra: object = None
-    ) -> None:
+    def set(self, out_seq: int, in_ext: int, out_ts: int, now: float, extra: object = None) -> None:
         """Record that wire ``out_seq`` carried incoming ``in_ext`` at ``out_ts``."""
         out_seq &= SEQ_MASK
         slot = self._slots[out_seq & self._mask]
@@ -473,7 +473,9 @@ class SeqMap:
         return slot
 
     @staticmethod
-    def claim_resend(slot: SentPacket, now: float, min_interval: float, max_resends: int = 10) -> bool:
+    def claim_resend(
+        slot: SentPacket, now: float, min_interval: float, max_resends: int = 10
+    ) -> bool:
         """True (and recorded) when ``slot`` may be resent now.
 
         Refuses a resend within ``min_interval`` of the previous one (use ~RTT: a

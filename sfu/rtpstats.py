@@ -116,6 +116,30 @@ class ReceiveStats:
     ) -> int:
         """Count one packet; ``arrival`` in seconds.  Returns its ext seq or -1."""
         seq &= SEQ_MASK
+        max_seq = self.max_seq
+        udelta = (seq - max_seq) & SEQ_MASK
+        if 0 < udelta < self.max_dropout and self._started and not self.probation:
+            # Fast path: the next packet(s) in order.
+            if seq < max_seq:
+                self.cycles += RTP_SEQ_MOD
+            self.max_seq = seq
+            self.received += 1
+            self.bytes += size
+            if clock_rate > 0:
+                if clock_rate == self.clock_rate and self._have_transit:
+                    transit = arrival * clock_rate - rtp_ts
+                    d = transit - self._transit
+                    if d >= TS_HALF:  # the RTP timestamp wrapped between the two packets
+                        d -= TS_MOD
+                    elif d < -TS_HALF:
+                        d += TS_MOD
+                    if d < 0:
+                        d = -d
+                    self.jitter += (d - self.jitter) / 16.0
+                    self._transit = transit
+                else:
+                    self._update_jitter(rtp_ts, arrival, clock_rate)
+            return self._epoch + self.cycles + seq
         if not self._started:
             self._started = True
             self._init_seq(seq)

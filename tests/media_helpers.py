@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, VideoStreamTrack
 from av import VideoFrame
 
@@ -96,7 +96,10 @@ SubscribeAnswer = Callable[[str, str], Awaitable[None]]
 
 
 def rtc_config() -> RTCConfiguration:
-    return RTCConfiguration(iceServers=[])
+    # max-bundle: with aiortc's default (balanced) policy, same-kind transceivers created from
+    # one offer are pre-assigned to a secondary transport that BUNDLE then discards, so only
+    # the first video of a multi-video subscribe offer would ever receive.
+    return RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
 
 
 class AiortcParticipant:

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 
 from sfu.rtp.packet import RtpHeader
 from sfu.rtp.rtcp.sdes import SourceDescription
-from sfu.rtp.rtcp.sr import SenderReport
 from sfu.rtp.seq import SeqMunger, TimestampMunger
 from sfu.rtpstats import SendStats
 
@@ -35,7 +34,7 @@ class DownTrack:
         "track", "subscriber_id", "transport", "mid", "ssrc", "rtx_ssrc", "payload_type", "rtx_payload_type",
         "clock_rate", "is_video", "seq", "ts", "bound", "muted", "waiting_keyframe", "needs_sync", "packets",
         "bytes", "rtx_seq", "retransmits", "stats", "cname", "counters", "_gen", "_h_seq", "_h_ext", "_h_ts",
-        "_h_gen", "_last_in_ts", "_last_out_ts", "_hdr", "nack", "paused",
+        "_h_gen", "_last_in_ts", "_last_out_ts", "_hdr", "nack", "paused", "payload_bytes",
     )
 
     def __init__(self, track: PublishedTrack, subscriber_id: str, transport: object, ssrc: int, rtx_ssrc: int,
@@ -60,6 +59,7 @@ class DownTrack:
         self.nack = False
         self.packets = 0
         self.bytes = 0
+        self.payload_bytes = 0
         self.rtx_seq = 1
         self.retransmits = 0
         self.stats = SendStats(track.codec.clock_rate)
@@ -125,6 +125,7 @@ class DownTrack:
         self.transport.send_rtp(pkt)  # type: ignore[attr-defined]
         self.packets += 1
         self.bytes += hdr.size
+        self.payload_bytes += hdr.payload_length
 
     # -- feedback from the subscriber ------------------------------------------------------------
 
@@ -138,21 +139,26 @@ class DownTrack:
             if self._h_seq[i] != out_seq or self._h_gen[i] != self._gen:
                 self.counters.retransmit_misses += 1
                 continue
-            item = source.buffer.get(self._h_ext[i])
+            item = source.buffer.get(self._h_ext[i], now)
             if item is None:
                 self.counters.retransmit_misses += 1
                 continue
-            pkt = self._retransmission(item[0], out_seq, self._h_ts[i])
+            pkt = self._retransmission(source, item[0], out_seq, self._h_ts[i])
             if pkt is None:
                 continue
             self.transport.send_rtp(pkt)  # type: ignore[attr-defined]
             self.retransmits += 1
             self.counters.retransmits += 1
 
-    def _retransmission(self, original: bytes | bytearray, out_seq: int, out_ts: int) -> bytearray | None:
+    def _retransmission(self, source: RecvStream, original: bytes, out_seq: int, out_ts: int) -> bytearray | None:
         hdr = self._hdr
         if not hdr.load(original):
             return None
+        if source.translate_ext and hdr.extension:
+            translated = bytearray(original)
+            source.translate_ext_into(translated, hdr)
+            original = bytes(translated)
+            hdr.load(original)
         if not self.rtx_payload_type:
             pkt = bytearray(original)
             _SEQ_TS_SSRC.pack_into(pkt, 2, out_seq, out_ts, self.ssrc)
@@ -180,13 +186,16 @@ class DownTrack:
                 "jitter_ms": round(st.remote_jitter * 1000.0 / self.clock_rate, 3),
                 "rtt_ms": round(st.rtt * 1000.0, 3) if st.rtt >= 0 else 0.0}
 
-    def sender_report(self, now_ntp: int, source: RecvStream | None, now: float = 0.0) -> bytes | None:
-        """A Sender Report for this DownTrack, translated from the publisher's so lip sync holds."""
+    def sender_report(self, source: RecvStream | None, now: float) -> bytes | None:
+        """A Sender Report for this DownTrack, translated from the publisher's so lip sync holds.
+
+        The publisher's (NTP, RTP) pair is moved forward to now on both clocks and shifted by
+        this DownTrack's timestamp offset; SDES CNAME follows (a compound packet).
+        """
         if not self.packets or source is None or not source.sr_ntp:
             return None
-        delta = (self._last_out_ts - self._last_in_ts) & 0xFFFFFFFF
-        rtp = (source.sr_rtp + delta) & 0xFFFFFFFF
-        sr = SenderReport(ssrc=self.ssrc, ntp_timestamp=source.sr_ntp, rtp_timestamp=rtp,
-                          packet_count=self.packets & 0xFFFFFFFF, octet_count=self.bytes & 0xFFFFFFFF)
-        self.stats.on_sender_report_sent(source.sr_ntp, now)
+        self.stats.packets = self.packets
+        self.stats.octets = self.payload_bytes
+        offset = (self._last_in_ts - self._last_out_ts) & 0xFFFFFFFF
+        sr = self.stats.sender_report(self.ssrc, source.sr_ntp, source.sr_rtp, source.sr_at, offset, now)
         return sr.to_bytes() + SourceDescription.with_cname(self.ssrc, self.cname).to_bytes()

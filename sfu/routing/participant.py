@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from sfu.routing.counters import WorkerCounters
 from sfu.routing.downtrack import DownTrack
-from sfu.routing.stream import RecvStream
+from sfu.routing.stream import RecvStream, build_ext_map
 from sfu.routing.track import PublishedTrack
 from sfu.rtp.rtcp.compound import parse_compound
 from sfu.rtp.rtcp.fir import Fir
@@ -27,6 +27,7 @@ from sfu.rtp.rtcp.rr import ReceiverReport
 from sfu.rtp.rtcp.sr import SenderReport
 from sfu.rtp.rtcp.twcc import TransportFeedback
 from sfu.sdp import (
+    URI_MID,
     LocalTransportParams,
     MediaCapabilities,
     OutTrack,
@@ -234,7 +235,8 @@ class Participant:
         streams: dict[int, RecvStream] = {}
         seen: set[str] = set()
         published: list[PublishedTrack] = []
-        sfu_ids = {h.uri: h.id for h in self.subscribe_caps.header_extensions}
+        sfu_ids = {h.uri: h.id for h in self.subscribe_caps.header_extensions if h.downstream}
+        forwarded = {uri: i for uri, i in sfu_ids.items() if uri != URI_MID}
         for pt in params.tracks:
             n = ordinals.get(pt.kind, 0)
             ordinals[pt.kind] = n + 1
@@ -250,10 +252,7 @@ class Participant:
                 published.append(track)
             else:
                 track.codec = pt.codec
-            ext_map = bytearray(range(16))
-            for uri, ext_id in pt.header_extensions.items():
-                if 0 < ext_id < 15 and uri in sfu_ids and sfu_ids[uri] < 15:
-                    ext_map[ext_id] = sfu_ids[uri]
+            ext_map = build_ext_map(pt.header_extensions, forwarded)
             encodings = [e for e in pt.encodings if e.ssrc is not None]
             if not encodings:
                 log.info("participant %s: %s track without SSRCs (simulcast by rid) is not routed yet",
@@ -265,7 +264,7 @@ class Participant:
                 stream = existing
             else:
                 stream = RecvStream(track, enc.ssrc or 0, enc.rtx_ssrc, pt.codec.payload_type,
-                                    pt.codec.rtx_payload_type, pt.codec.clock_rate, pt.codec.name, bytes(ext_map),
+                                    pt.codec.rtx_payload_type, pt.codec.clock_rate, pt.codec.name, ext_map,
                                     sfu_ids.get("urn:ietf:params:rtp-hdrext:ssrc-audio-level", 0)
                                     if pt.kind == "audio" else 0, pt.codec.nack, self.counters)
             streams[stream.ssrc] = stream
@@ -372,9 +371,23 @@ class Participant:
         self.publish_transport = None
         self.subscribe_transport = None
 
+    def rtt(self) -> float:
+        """Round-trip time to this participant (s; -1 unknown), measured on the subscribe side.
+
+        The SFU only receives on the publish connection, so it has no SR there to time; the
+        subscribe connection reaches the same client over the same network.
+        """
+        best = -1.0
+        for dt in self.downtracks.values():
+            r = dt.stats.rtt
+            if r >= 0 and (best < 0 or r < best):
+                best = r
+        return best
+
     def stats(self) -> dict[str, object]:
         return {
             "participant_id": self.id,
+            "rtt_ms": round(self.rtt() * 1000, 3) if self.rtt() >= 0 else None,
             "publish_state": self.publish_state,
             "subscribe_state": self.subscribe_state,
             "published": [{**t.info(), **_recv_stats(t)} for t in self.tracks.values()],

@@ -15,7 +15,6 @@ from sfu.routing.counters import WorkerCounters
 from sfu.routing.participant import Participant, TransportFactory
 from sfu.routing.stream import RecvStream
 from sfu.routing.track import PublishedTrack
-from sfu.rtp.ntp import ntp_from_unix
 from sfu.rtp.rtcp.nack import Nack
 from sfu.rtp.rtcp.remb import Remb
 from sfu.rtp.rtcp.rr import ReceiverReport
@@ -150,12 +149,14 @@ class Room:
             transport = p.publish_transport
             if transport is None:
                 continue
+            rtt = p.rtt()
             for stream in {id(s): s for s in p.publish.streams.values()}.values():
+                if stream.is_video and (stream.keyframe_requester.tick(now) or (
+                        stream.nack.take_keyframe_request() and stream.request_keyframe(now))):
+                    p.send_keyframe_request(stream)
                 if not stream.nack_enabled:
                     continue
-                if stream.keyframe_requester.tick(now):
-                    p.send_keyframe_request(stream)
-                seqs = stream.nack.tick(now)
+                seqs = stream.nack.tick(now, rtt)
                 if seqs:
                     for i in range(0, len(seqs), _MAX_NACKS_PER_PACKET):
                         transport.send_rtcp(Nack.from_seqs(p.rtcp_ssrc, stream.ssrc,
@@ -165,7 +166,6 @@ class Room:
 
     def tick_reports(self, now: float) -> None:
         """Receiver Reports (+REMB) to publishers, translated Sender Reports to subscribers."""
-        ntp_now = ntp_from_unix(self.wallclock())
         for p in self.participants.values():
             transport = p.publish_transport
             streams = list({id(s): s for s in p.publish.streams.values()}.values())
@@ -179,7 +179,7 @@ class Room:
             sub = p.subscribe_transport
             if sub is not None:
                 for dt in p.downtracks.values():
-                    report = dt.sender_report(ntp_now, dt.track.source, now)
+                    report = dt.sender_report(dt.track.source, now)
                     if report is not None:
                         sub.send_rtcp(report)
                         self.counters.rtcp_out += 1

@@ -41,7 +41,21 @@ def keyframe_detector(codec_name: str) -> KeyframeFn | None:
 
 
 def identity_ext_map(ext_map: bytes) -> bool:
-    return all(ext_map[i] == i for i in range(16))
+    return all(ext_map[i] == i for i in range(len(ext_map)))
+
+
+def build_ext_map(publisher_ids: dict[str, int], forwarded: dict[str, int]) -> bytes:
+    """Publisher extension id -> the id subscribers know it by; 0 erases the element.
+
+    Extensions that describe the publisher's own session (mid, rid, repaired-rid) must not
+    reach subscribers, whose m-sections have other mids: they are erased (zeroed, which
+    RFC 8285 parsers skip as padding), as is anything not forwarded.
+    """
+    m = bytearray(256)  # unknown ids erase
+    for uri, pub_id in publisher_ids.items():
+        if 0 < pub_id < 256 and uri in forwarded:
+            m[pub_id] = forwarded[uri]
+    return bytes(m)
 
 
 class RecvStream:
@@ -69,7 +83,7 @@ class RecvStream:
         self.stats = ReceiveStats()
         self.buffer = RetransmissionBuffer()
         self.unwrapper = Unwrapper(16)
-        self.ext_map = ext_map  # publisher ext id -> the SFU's id (16 entries, one-byte ids)
+        self.ext_map = ext_map  # publisher ext id -> subscribers' id, 0: erase (256 entries)
         self.translate_ext = not identity_ext_map(ext_map)
         self.audio_level_id = audio_level_id  # in the SFU's numbering
         self.keyframe_requester = KeyframeRequester()
@@ -121,11 +135,10 @@ class RecvStream:
                 self.keyframe_requester.on_keyframe(now)
         pkt = bytearray(data)
         if self.translate_ext and hdr.extension:
-            self._translate_ext(pkt, hdr)
+            self.translate_ext_into(pkt, hdr)
         track = self.track
         if self.audio_level_id and hdr.extension:
-            loc = hdr.find_extension(self.audio_level_id) if not self.translate_ext else \
-                _find_one_byte(pkt, hdr, self.audio_level_id)
+            loc = _find_one_byte(pkt, hdr, self.audio_level_id)
             if loc is not None:
                 level = read_audio_level(pkt, loc[0], loc[1])
                 if level is not None:
@@ -147,21 +160,40 @@ class RecvStream:
         _SEQ_TS_SSRC.pack_into(out, 2, osn, hdr.timestamp, self.ssrc)
         return bytes(out)
 
-    def _translate_ext(self, pkt: bytearray, hdr: RtpHeader) -> None:
-        """Rewrite one-byte header extension ids to the SFU's numbering, in place."""
-        if hdr.ext_profile != 0xBEDE:
-            return
+    def translate_ext_into(self, pkt: bytearray, hdr: RtpHeader) -> None:
+        """Renumber header extensions for subscribers, erasing what must not reach them, in place."""
         i, end, m = hdr.ext_offset, hdr.ext_offset + hdr.ext_length, self.ext_map
-        while i < end:
-            b = pkt[i]
-            if b == 0:
-                i += 1
-                continue
-            ext_id = b >> 4
-            if ext_id == 15:
-                return
-            pkt[i] = (m[ext_id] << 4) | (b & 0x0F)
-            i += 2 + (b & 0x0F)
+        if hdr.ext_profile == 0xBEDE:  # one-byte form
+            while i < end:
+                b = pkt[i]
+                if b == 0:
+                    i += 1
+                    continue
+                ext_id = b >> 4
+                if ext_id == 15:
+                    return
+                size = 2 + (b & 0x0F)
+                new_id = m[ext_id]
+                if new_id == 0 or new_id > 14:
+                    pkt[i:i + size] = bytes(min(size, end - i))
+                else:
+                    pkt[i] = (new_id << 4) | (b & 0x0F)
+                i += size
+        elif hdr.ext_profile & 0xFFF0 == 0x1000:  # two-byte form
+            while i < end:
+                ext_id = pkt[i]
+                if ext_id == 0:
+                    i += 1
+                    continue
+                if i + 1 >= end:
+                    return
+                size = 2 + pkt[i + 1]
+                new_id = m[ext_id]
+                if new_id == 0:
+                    pkt[i:i + size] = bytes(min(size, end - i))
+                else:
+                    pkt[i] = new_id
+                i += size
 
     def request_keyframe(self, now: float) -> bool:
         return self.keyframe_requester.request(now, "subscriber")
@@ -180,18 +212,7 @@ class RecvStream:
 
 
 def _find_one_byte(pkt: bytearray, hdr: RtpHeader, want: int) -> tuple[int, int] | None:
-    if hdr.ext_profile != 0xBEDE:
-        return hdr.find_extension(want)
-    i, end = hdr.ext_offset, hdr.ext_offset + hdr.ext_length
-    while i < end:
-        b = pkt[i]
-        if b == 0:
-            i += 1
-            continue
-        ext_id, length = b >> 4, (b & 0x0F) + 1
-        if ext_id == 15:
-            return None
-        if ext_id == want:
-            return i + 1, length
-        i += 1 + length
-    return None
+    """Find an extension in the translated packet (hdr still describes its layout)."""
+    from sfu.rtp.packet import find_extension
+
+    return find_extension(pkt, hdr.ext_profile, hdr.ext_offset, hdr.ext_length, want)
