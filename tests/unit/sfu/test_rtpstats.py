@@ -243,7 +243,9 @@ def test_loss_matches_reference_model_and_aiortc(
 @settings(max_examples=100, deadline=None)
 @given(
     st.integers(0, 65535),
-    st.integers(0, 2**32 - 1),
+    # aiortc's StreamStatistics does not unwrap the RTP clock (a 2**32 jump in its transit), so
+    # the comparison stays below the wrap; wrap-around is checked against a hand-computed series.
+    st.integers(0, 2**32 - 1 - 100 * 3000),
     st.lists(st.tuples(st.integers(1, 3000), st.integers(0, 400)), min_size=1, max_size=100),
 )
 def test_jitter_matches_aiortc(seq0: int, ts0: int, steps: list[tuple[int, int]]) -> None:
