@@ -226,3 +226,67 @@ async def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> Non
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+class LossyUdpProxy:
+    """A UDP relay between one client and the SFU that drops a share of SFU->client RTP.
+
+    The client talks to `port`; the relay talks to the SFU from its own upstream socket, so
+    the SFU sees the relay as the peer. Only RTP media (not STUN, DTLS or RTCP) is dropped,
+    with a seeded generator: the loss is the same on every run.
+    """
+
+    def __init__(self, sfu_addr: tuple[str, int], loss: float, seed: int = 7) -> None:
+        import random
+
+        self.sfu_addr = sfu_addr
+        self.loss = loss
+        self.rng = random.Random(seed)
+        self.client_addr: tuple[str, int] | None = None
+        self.port = 0
+        self.dropped = 0
+        self.forwarded = 0
+        self._down: asyncio.DatagramTransport | None = None
+        self._up: asyncio.DatagramTransport | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        proxy = self
+
+        class Down(asyncio.DatagramProtocol):  # faces the client
+            def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+                proxy.client_addr = addr
+                if proxy._up is not None:
+                    proxy._up.sendto(data, proxy.sfu_addr)
+
+        class Up(asyncio.DatagramProtocol):  # faces the SFU
+            def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+                if proxy.client_addr is None or proxy._down is None:
+                    return
+                is_rtp = 128 <= data[0] <= 191 and len(data) > 1 and not 192 <= data[1] <= 223
+                if is_rtp and proxy.rng.random() < proxy.loss:
+                    proxy.dropped += 1
+                    return
+                proxy.forwarded += 1
+                proxy._down.sendto(data, proxy.client_addr)
+
+        self._down, _ = await loop.create_datagram_endpoint(Down, local_addr=("127.0.0.1", 0))
+        self._up, _ = await loop.create_datagram_endpoint(Up, local_addr=("127.0.0.1", 0))
+        self.port = self._down.get_extra_info("sockname")[1]
+
+    def rewrite_candidates(self, sdp: str) -> str:
+        """Point the SFU's host candidates (and m= ports) at the relay."""
+        port = str(self.sfu_addr[1])
+        out = []
+        for line in sdp.split("\r\n"):
+            if line.startswith("a=candidate:") and f" {port} " in line:
+                line = line.replace(f" {port} ", f" {self.port} ")
+            elif line.startswith("m=") and f" {port} " in line:
+                line = line.replace(f" {port} ", f" {self.port} ", 1)
+            out.append(line)
+        return "\r\n".join(out)
+
+    def close(self) -> None:
+        for t in (self._down, self._up):
+            if t is not None:
+                t.close()

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from sfu.routing.counters import WorkerCounters
 from sfu.routing.downtrack import DownTrack
-from sfu.routing.stream import RecvStream, build_ext_map
+from sfu.routing.stream import RecvStream, build_ext_lengths, build_ext_map
 from sfu.routing.track import PublishedTrack
 from sfu.rtp.rtcp.compound import parse_compound
 from sfu.rtp.rtcp.fir import Fir
@@ -266,7 +266,8 @@ class Participant:
                 stream = RecvStream(track, enc.ssrc or 0, enc.rtx_ssrc, pt.codec.payload_type,
                                     pt.codec.rtx_payload_type, pt.codec.clock_rate, pt.codec.name, ext_map,
                                     sfu_ids.get("urn:ietf:params:rtp-hdrext:ssrc-audio-level", 0)
-                                    if pt.kind == "audio" else 0, pt.codec.nack, self.counters)
+                                    if pt.kind == "audio" else 0, pt.codec.nack, self.counters,
+                                    build_ext_lengths(forwarded))
             streams[stream.ssrc] = stream
             if stream.rtx_ssrc:
                 streams[stream.rtx_ssrc] = stream

@@ -18,7 +18,6 @@ from sfu.nack import NackGenerator, RetransmissionBuffer
 from sfu.rtp.ext import read_audio_level
 from sfu.rtp.h264 import is_h264_keyframe
 from sfu.rtp.packet import RtpHeader
-from sfu.rtp.seq import Unwrapper
 from sfu.rtp.vp8 import is_vp8_keyframe
 from sfu.rtpstats import ReceiveStats
 
@@ -44,6 +43,22 @@ def identity_ext_map(ext_map: bytes) -> bool:
     return all(ext_map[i] == i for i in range(len(ext_map)))
 
 
+# Data length of the extensions whose size is fixed (others: any).
+EXT_DATA_LENGTH = {
+    "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time": 3,
+    "urn:ietf:params:rtp-hdrext:ssrc-audio-level": 1,
+    "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01": 2,
+}
+
+
+def build_ext_lengths(forwarded: dict[str, int]) -> bytes:
+    """Subscribers' extension id -> required data length (0: any)."""
+    lengths = bytearray(256)
+    for uri, ext_id in forwarded.items():
+        lengths[ext_id] = EXT_DATA_LENGTH.get(uri, 0)
+    return bytes(lengths)
+
+
 def build_ext_map(publisher_ids: dict[str, int], forwarded: dict[str, int]) -> bytes:
     """Publisher extension id -> the id subscribers know it by; 0 erases the element.
 
@@ -61,7 +76,7 @@ def build_ext_map(publisher_ids: dict[str, int], forwarded: dict[str, int]) -> b
 class RecvStream:
     __slots__ = (
         "track", "ssrc", "rtx_ssrc", "payload_type", "rtx_payload_type", "clock_rate", "is_video",
-        "keyframe_fn", "nack", "stats", "buffer", "unwrapper", "ext_map", "translate_ext",
+        "keyframe_fn", "nack", "stats", "buffer", "restarts", "ext_map", "ext_lengths", "translate_ext",
         "audio_level_id", "keyframes", "packets", "bytes", "rtx_packets", "padding_packets",
         "sr_ntp", "sr_rtp", "sr_at", "keyframe_requester", "_hdr", "counters", "nack_enabled",
         "fraction_lost",
@@ -69,7 +84,7 @@ class RecvStream:
 
     def __init__(self, track: PublishedTrack, ssrc: int, rtx_ssrc: int | None, payload_type: int,
                  rtx_payload_type: int | None, clock_rate: int, codec_name: str, ext_map: bytes,
-                 audio_level_id: int, nack_enabled: bool, counters: object) -> None:
+                 audio_level_id: int, nack_enabled: bool, counters: object, ext_lengths: bytes = bytes(256)) -> None:
         self.track = track
         self.ssrc = ssrc
         self.rtx_ssrc = rtx_ssrc
@@ -80,10 +95,14 @@ class RecvStream:
         self.keyframe_fn = keyframe_detector(codec_name) if self.is_video else None
         self.nack_enabled = nack_enabled
         self.nack = NackGenerator()
-        self.stats = ReceiveStats()
+        # RFC 3550 A.1 probation: a jump of more than max_dropout is forwarded only once the
+        # next packet confirms it (a restarted source), so one forged seq cannot stall the
+        # stream; late retransmissions up to max_misorder behind are still accepted.
+        self.stats = ReceiveStats(max_misorder=512)
         self.buffer = RetransmissionBuffer()
-        self.unwrapper = Unwrapper(16)
+        self.restarts = 0
         self.ext_map = ext_map  # publisher ext id -> subscribers' id, 0: erase (256 entries)
+        self.ext_lengths = ext_lengths
         self.translate_ext = not identity_ext_map(ext_map)
         self.audio_level_id = audio_level_id  # in the SFU's numbering
         self.keyframe_requester = KeyframeRequester()
@@ -120,10 +139,19 @@ class RecvStream:
             self.padding_packets += 1
             return
         seq = hdr.seq
-        ext_seq = self.unwrapper.unwrap(seq)
+        stats = self.stats
+        ext_seq = stats.on_packet(seq, hdr.timestamp, now, self.clock_rate, hdr.size)
+        if ext_seq < 0:
+            self.counters.drops["rtp_seq_jump"] += 1  # type: ignore[attr-defined]
+            return
+        if stats.restarts != self.restarts:  # the publisher restarted its sequence
+            self.restarts = stats.restarts
+            self.nack.reset()
+            if self.track.source is self:
+                for dt in self.track.downtracks:
+                    dt.switch_source()
         self.packets += 1
         self.bytes += hdr.size
-        self.stats.on_packet(seq, hdr.timestamp, now, self.clock_rate, hdr.size)
         if self.nack_enabled:
             self.nack.on_packet(seq, now)
         self.buffer.store(ext_seq, data, now)
@@ -162,7 +190,7 @@ class RecvStream:
 
     def translate_ext_into(self, pkt: bytearray, hdr: RtpHeader) -> None:
         """Renumber header extensions for subscribers, erasing what must not reach them, in place."""
-        i, end, m = hdr.ext_offset, hdr.ext_offset + hdr.ext_length, self.ext_map
+        i, end, m, lengths = hdr.ext_offset, hdr.ext_offset + hdr.ext_length, self.ext_map, self.ext_lengths
         if hdr.ext_profile == 0xBEDE:  # one-byte form
             while i < end:
                 b = pkt[i]
@@ -174,7 +202,8 @@ class RecvStream:
                     return
                 size = 2 + (b & 0x0F)
                 new_id = m[ext_id]
-                if new_id == 0 or new_id > 14:
+                need = lengths[new_id]
+                if new_id == 0 or new_id > 14 or (need and need != size - 1):  # erase: unknown or malformed
                     pkt[i:i + size] = bytes(min(size, end - i))
                 else:
                     pkt[i] = (new_id << 4) | (b & 0x0F)
@@ -189,7 +218,8 @@ class RecvStream:
                     return
                 size = 2 + pkt[i + 1]
                 new_id = m[ext_id]
-                if new_id == 0:
+                need = lengths[new_id]
+                if new_id == 0 or (need and need != size - 2):
                     pkt[i:i + size] = bytes(min(size, end - i))
                 else:
                     pkt[i] = new_id
