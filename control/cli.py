@@ -94,6 +94,11 @@ async def serve(config: Config, demo: bool) -> int:
     print(f"  OpenAPI      {base}/v1/openapi.json", flush=True)
     print(f"  metrics      {base}/metrics", flush=True)
     print(f"  health       {base}/healthz  {base}/readyz", flush=True)
+    if node.media is not None:
+        first = config.media.udp_port
+        last = first + len(node.media.workers) - 1
+        addr = config.media.announced_ip or ",".join(config.media.listen_ips)
+        print(f"  media        {len(node.media.workers)} worker(s), UDP {addr} ports {first}-{last}", flush=True)
     if demo:
         links = await register_demo(node)
         print("  demo appointment 'demo-appointment' (waiting room on); join links, valid 1 hour:", flush=True)

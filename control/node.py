@@ -9,6 +9,8 @@ import socket
 
 from control.config import Config
 from control.events import RoomEvents
+from control.media import MediaPlane
+from control.media_metrics import MediaCollector
 from control.metrics import InstrumentedStore, Metrics
 from control.reminders import Reminders
 from control.rooms import Rooms
@@ -22,7 +24,7 @@ log = logging.getLogger("telesfu.node")
 class Node:
     """Owns the store, token service, rooms, webhooks and reminders of one `telesfu serve`."""
 
-    def __init__(self, config: Config, store: Store, node_id: str | None = None) -> None:
+    def __init__(self, config: Config, store: Store, node_id: str | None = None, *, media: bool = False) -> None:
         self.config = config
         self.node_id = node_id or f"{socket.gethostname()[:32]}-{secrets.token_hex(3)}"
         self.metrics = Metrics()
@@ -35,12 +37,18 @@ class Node:
         self.reminders = Reminders(self.store, self.webhooks, self.metrics, config.rooms.reminder_lead_minutes)
         self._gauges: asyncio.Task[None] | None = None
         self.started = False
+        self.media: MediaPlane | None = None
+        if media:
+            self.media = MediaPlane(config.media)
+            self.metrics.registry.register(MediaCollector(self.media))
 
     @classmethod
-    async def create(cls, config: Config, node_id: str | None = None) -> Node:
-        return cls(config, await open_store(config.store.url), node_id)
+    async def create(cls, config: Config, node_id: str | None = None, *, media: bool = True) -> Node:
+        return cls(config, await open_store(config.store.url), node_id, media=media)
 
     async def start(self) -> None:
+        if self.media is not None:
+            await self.media.start()
         self.webhooks.start()
         self.reminders.start()
         self._gauges = asyncio.get_running_loop().create_task(self._refresh_gauges(), name="gauges")
@@ -57,6 +65,8 @@ class Node:
                 pass
         await self.reminders.stop()
         await self.webhooks.stop()
+        if self.media is not None:
+            await self.media.stop()
         await self.store.close()
         log.info("node %s stopped", self.node_id)
 

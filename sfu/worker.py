@@ -75,7 +75,7 @@ class Worker:
         self._timers: list[asyncio.TimerHandle] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lag = 0.0
-        self._stats_due = 0.0
+        self._gone_out = [0, 0]  # packets sent by DownTracks that no longer exist
         self.started_at = time.monotonic()
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -149,9 +149,15 @@ class Worker:
                                        self.emit, PUBLISH_CAPS, SUBSCRIBE_CAPS)
         return {"room_id": room_id, "worker": self.config.index}
 
+    def _retire(self, participants: list[Any]) -> None:
+        for p in participants:
+            for dt in p.downtracks.values():
+                self._gone_out[1 if dt.is_video else 0] += dt.packets
+
     def close_room(self, room_id: str) -> dict[str, Any]:
         room = self.rooms.pop(room_id, None)
         if room is not None:
+            self._retire(list(room.participants.values()))
             room.close()
         return {"closed": room is not None}
 
@@ -164,7 +170,10 @@ class Worker:
 
     def remove_participant(self, room_id: str, participant_id: str) -> dict[str, Any]:
         room = self.rooms.get(room_id)
-        return {"removed": bool(room and room.remove_participant(participant_id))}
+        if room is None or participant_id not in room.participants:
+            return {"removed": False}
+        self._retire([room.participants[participant_id]])
+        return {"removed": room.remove_participant(participant_id)}
 
     def publish_offer(self, room_id: str, participant_id: str, sdp: str) -> dict[str, Any]:
         try:
@@ -199,9 +208,23 @@ class Worker:
     def load(self) -> dict[str, Any]:
         return {"rooms": len(self.rooms), "participants": sum(len(r.participants) for r in self.rooms.values())}
 
+    def packets_out(self) -> tuple[int, int]:
+        """(audio, video) packets sent to subscribers, summed from the DownTracks (not per packet)."""
+        audio = video = 0
+        for room in self.rooms.values():
+            for p in room.participants.values():
+                for dt in p.downtracks.values():
+                    if dt.is_video:
+                        video += dt.packets
+                    else:
+                        audio += dt.packets
+        return audio + self._gone_out[0], video + self._gone_out[1]
+
     def stats(self) -> dict[str, Any]:
         ru = resource.getrusage(resource.RUSAGE_SELF)
+        audio_out, video_out = self.packets_out()
         return {"worker": self.config.index, "pid": os.getpid(), "port": self.config.port, **self.load(),
+                "audio_out": audio_out, "video_out": video_out,
                 "cpu_seconds": ru.ru_utime + ru.ru_stime, "max_rss_kb": ru.ru_maxrss,
                 "loop_lag_seconds": round(self._lag, 6), "counters": self.counters.snapshot(),
                 "transport": self.endpoint.totals() if self.endpoint is not None else {}}

@@ -21,7 +21,7 @@ VENV_BIN = Path(sys.executable).parent
 def test_schemathesis_finds_no_failures(artifacts):
     port = free_port()
     env = {**os.environ, "TELESFU_HTTP_PORT": str(port), "TELESFU_AUTH_API_KEYS": "schema-key-0123",
-           "TELESFU_LOG_LEVEL": "WARNING"}
+           "TELESFU_LOG_LEVEL": "WARNING", "TELESFU_MEDIA_UDP_PORT": str(free_port()), "TELESFU_MEDIA_WORKERS": "1"}
     server = subprocess.Popen([str(VENV_BIN / "telesfu"), "serve", "--demo"], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

@@ -18,8 +18,12 @@ from tests.conftest import free_port
 TELESFU = str(Path(sys.executable).parent / "telesfu")
 
 
+def media_env() -> dict[str, str]:
+    return {"TELESFU_MEDIA_UDP_PORT": str(free_port()), "TELESFU_MEDIA_WORKERS": "1"}
+
+
 def start(env_extra: dict[str, str], *args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, **env_extra}
+    env = {**os.environ, **media_env(), **env_extra}
     return subprocess.Popen([TELESFU, "serve", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
 
@@ -53,6 +57,7 @@ def test_serve_demo_prints_urls_and_stops_cleanly(sig):
     assert "demo-provider" in out and "/join#token=" in out
     assert "development default" in out  # the dev secrets are called out
     assert "shutting down" in out and "Traceback" not in out
+    assert "media        1 worker(s), UDP 127.0.0.1" in out
 
 
 def test_bad_config_exits_2_naming_the_key(tmp_path):

@@ -109,3 +109,33 @@ async def test_a_crashed_worker_is_restarted_and_its_participants_reported(plane
     await plane.add_participant("doomed", "p1")  # and can be opened again
     assert plane.worker_for("doomed") is not None
     await asyncio.sleep(0)
+
+
+async def test_worker_figures_reach_prometheus(plane):
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from control.media_metrics import MediaCollector
+
+    registry = CollectorRegistry()
+    registry.register(MediaCollector(plane))
+    sig = Signaling(lambda pid, sdp: plane.subscribe_answer("m", pid, sdp))
+    plane.subscribe("m", sig.on_event)
+    a, b = AiortcParticipant("metrics-a", "red"), AiortcParticipant("metrics-b", None, audio=False)
+    try:
+        for p, publish in ((a, True), (b, False)):
+            sig.peers[p.id] = p
+            await plane.add_participant("m", p.id)
+            if publish:
+                await p.publish(lambda pid, sdp: plane.publish_offer("m", pid, sdp))
+        await wait_until(lambda: (v := b.video_from("metrics-a")) is not None and v.frames > 10, 15, "video")
+        w = plane.worker_for("m")
+        await wait_until(lambda: w.last_stats.get("video_out", 0) > 0, 10, "stats with forwarded video")
+        text = generate_latest(registry).decode()
+        line = next(l for l in text.splitlines()
+                    if l.startswith(f'telesfu_media_packets_total{{direction="out",kind="video",worker="{w.index}"}}'))
+        assert float(line.split()[-1]) > 0
+        assert f'telesfu_media_worker_up{{worker="{w.index}"}} 1.0' in text
+        assert "metrics-a" not in text and "127.0.0.1" not in text  # no ids or addresses in labels
+    finally:
+        await a.close()
+        await b.close()
