@@ -293,8 +293,16 @@ class MediaPlane:
     async def subscribe_answer(self, room_id: str, participant_id: str, sdp: str) -> None:
         await self._on_room(room_id, "subscribe_answer", participant_id=participant_id, sdp=sdp)
 
-    async def set_muted(self, room_id: str, participant_id: str, kind: str = "", muted: bool = True) -> Any:
-        return await self._on_room(room_id, "set_muted", participant_id=participant_id, kind=kind, muted=muted)
+    async def set_muted(self, room_id: str, participant_id: str, kind: str = "", muted: bool = True,
+                        by: str = "") -> Any:
+        return await self._on_room(room_id, "set_muted", participant_id=participant_id, kind=kind, muted=muted,
+                                   by=by)
+
+    async def reset_participant(self, room_id: str, participant_id: str) -> None:
+        await self._on_room(room_id, "reset_participant", participant_id=participant_id)
+
+    def has_participant(self, room_id: str, participant_id: str) -> bool:
+        return participant_id in self.members.get(room_id, ())
 
     async def room_stats(self, room_id: str) -> dict[str, Any]:
         return dict(await self._on_room(room_id, "room_stats"))

@@ -196,11 +196,19 @@ class Worker:
             raise CommandError("no_offer_pending", str(e)) from None
         return {}
 
-    def set_muted(self, room_id: str, participant_id: str, kind: str = "", muted: bool = True) -> dict[str, Any]:
+    def set_muted(self, room_id: str, participant_id: str, kind: str = "", muted: bool = True,
+                  by: str = "") -> dict[str, Any]:
         try:
-            return {"tracks": self._room(room_id).set_muted(participant_id, kind, muted)}
+            return {"tracks": self._room(room_id).set_muted(participant_id, kind, muted, by)}
         except KeyError as e:
             raise CommandError("participant_not_found", str(e.args[0])) from None
+
+    def reset_participant(self, room_id: str, participant_id: str) -> dict[str, Any]:
+        try:
+            self._room(room_id).reset_participant(participant_id)
+        except KeyError as e:
+            raise CommandError("participant_not_found", str(e.args[0])) from None
+        return {}
 
     def room_stats(self, room_id: str) -> dict[str, Any]:
         return self._room(room_id).stats()
@@ -230,7 +238,7 @@ class Worker:
                 "transport": self.endpoint.totals() if self.endpoint is not None else {}}
 
     COMMANDS = ("create_room", "close_room", "add_participant", "remove_participant", "publish_offer",
-                "subscribe_answer", "set_muted", "room_stats", "stats", "load")
+                "subscribe_answer", "set_muted", "reset_participant", "room_stats", "stats", "load")
 
     def handle(self, cmd: str, args: dict[str, Any]) -> Any:
         if cmd not in self.COMMANDS:
@@ -256,6 +264,7 @@ class Worker:
     def _tick_speakers(self, now: float) -> None:
         for room in self.rooms.values():
             room.tick_speakers(now)
+            room.tick_first_media()
 
     def _tick_stats(self, now: float) -> None:
         self.emit({"type": "worker_stats", **self.stats()})

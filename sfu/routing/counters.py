@@ -6,33 +6,31 @@ from collections import Counter
 
 
 class WorkerCounters:
-    """Totals a worker reports to the node every stats period. Never labelled by id."""
+    """Totals a worker reports to the node every stats period. Never labelled by id.
+
+    Packets sent to subscribers are not counted here (that would be one more write per packet
+    per subscriber): the worker sums its DownTracks' own counts when it reports.
+    """
 
     __slots__ = (
-        "rtp_in", "rtp_in_bytes", "rtp_out", "rtp_out_bytes", "rtcp_in", "rtcp_out",
-        "audio_in", "video_in", "audio_out", "video_out",
-        "nacks_in", "nacks_out", "retransmits", "retransmit_misses", "plis_in", "plis_out", "firs_out",
+        "rtp_in", "rtp_in_bytes", "rtcp_in", "rtcp_out", "audio_in", "video_in",
+        "nacks_in", "nacks_out", "retransmits", "retransmit_misses", "plis_in", "plis_out",
         "keyframe_waits", "keyframes_in", "drops",
     )
 
     def __init__(self) -> None:
         self.rtp_in = 0
         self.rtp_in_bytes = 0
-        self.rtp_out = 0
-        self.rtp_out_bytes = 0
         self.rtcp_in = 0
         self.rtcp_out = 0
         self.audio_in = 0
         self.video_in = 0
-        self.audio_out = 0
-        self.video_out = 0
         self.nacks_in = 0  # NACK packets from subscribers
         self.nacks_out = 0  # NACK packets we sent to publishers
         self.retransmits = 0  # packets resent to subscribers
         self.retransmit_misses = 0  # NACKed packets no longer buffered
         self.plis_in = 0
         self.plis_out = 0
-        self.firs_out = 0
         self.keyframe_waits = 0  # packets held back while a DownTrack waited for a keyframe
         self.keyframes_in = 0
         self.drops: Counter[str] = Counter()  # reason -> count

@@ -98,7 +98,9 @@ class DownTrack:
             return
         seq = hdr.seq
         if self.waiting_keyframe:
-            if not keyframe:
+            # Start (or resume) only at a keyframe the subscriber can actually receive: one
+            # sent before its DTLS is up would be lost and leave it with undecodable deltas.
+            if not keyframe or not self.transport.connected:  # type: ignore[attr-defined]
                 self.counters.keyframe_waits += 1
                 if self.seq.started and not self.needs_sync:
                     self.seq.drop(seq)

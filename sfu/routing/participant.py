@@ -192,6 +192,7 @@ class Participant:
         self.sub_pending = False  # an offer is out, waiting for the answer
         self.sub_dirty = False  # the set of tracks changed since the last offer
         self.sub_mids: dict[str, str] = {}  # track id -> mid
+        self.first_media_reported = False
 
     # -- publish ----------------------------------------------------------------------------------
 
@@ -201,6 +202,11 @@ class Participant:
                 self.publish_state = state
             else:
                 self.subscribe_state = state
+                if state == "connected":  # video DownTracks waited for this: ask for keyframes now
+                    now = self.clock()
+                    for dt in self.downtracks.values():
+                        if dt.is_video and dt.waiting_keyframe:
+                            dt.track.request_keyframe(now)
             self.room.on_transport_state(self, which, state, reason)
         return cb
 
@@ -364,6 +370,34 @@ class Participant:
                 dt.track.request_keyframe(self.clock())
 
     # -- lifecycle --------------------------------------------------------------------------------
+
+    def reset_transports(self) -> None:
+        """The participant reconnected from a new page: drop both peer connections and offer
+        the subscriptions afresh on a new one. Published slots stay, so subscribers' streams
+        resume seamlessly when the new publish connection brings new sources."""
+        self.close()
+        self.publish.streams = {}
+        self._publish_answer = None
+        self._publish_ufrag = ""
+        for track in list(self.tracks.values()):
+            track.source = None
+        for tid in list(self.downtracks):
+            dt = self.downtracks.pop(tid)
+            dt.track.remove_downtrack(dt)
+            self.subscribe.by_ssrc.pop(dt.ssrc, None)
+        self._sub_offer = None
+        self.sub_pending = False
+        self.sub_mids.clear()
+        self.first_media_reported = False
+
+    def first_media(self) -> bool:
+        """True once, when the participant first received media (checked on a ticker)."""
+        if self.first_media_reported:
+            return False
+        if any(dt.packets for dt in self.downtracks.values()):
+            self.first_media_reported = True
+            return True
+        return False
 
     def close(self) -> None:
         for t in (self.publish_transport, self.subscribe_transport):

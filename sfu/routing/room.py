@@ -116,15 +116,29 @@ class Room:
             p.remove_downtrack(track)
         self.emit({"type": "track_unpublished", "room_id": self.id, "track": track.info()})
 
-    def set_muted(self, participant_id: str, kind: str, muted: bool) -> list[dict[str, object]]:
+    def set_muted(self, participant_id: str, kind: str, muted: bool, by: str = "") -> list[dict[str, object]]:
         p = self._get(participant_id)
         changed = []
         for track in p.tracks.values():
             if (not kind or track.kind == kind) and track.muted != muted:
                 track.set_muted(muted)
                 changed.append(track.info())
-                self.emit({"type": "track_muted", "room_id": self.id, "track": track.info()})
+                self.emit({"type": "track_muted", "room_id": self.id, "track": track.info(), "by": by or p.id})
         return changed
+
+    def reset_participant(self, participant_id: str) -> None:
+        p = self._get(participant_id)
+        p.reset_transports()
+        for other in self.participants.values():
+            if other is not p:
+                for track in other.tracks.values():
+                    p.add_downtrack(track)
+        self.negotiate()
+
+    def tick_first_media(self) -> None:
+        for p in self.participants.values():
+            if p.first_media():
+                self.emit({"type": "first_media", "room_id": self.id, "participant_id": p.id})
 
     def _get(self, participant_id: str) -> Participant:
         p = self.participants.get(participant_id)

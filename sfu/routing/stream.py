@@ -150,16 +150,20 @@ class RecvStream:
             if self.track.source is self:
                 for dt in self.track.downtracks:
                     dt.switch_source()
+                self.track.request_keyframe(now)
+        self.nack.on_packet(seq, now)
+        if self.nack.duplicate:  # e.g. an RTX probe repeating a packet that already arrived
+            self.counters.drops["rtp_duplicate"] += 1  # type: ignore[attr-defined]
+            return
         self.packets += 1
         self.bytes += hdr.size
-        if self.nack_enabled:
-            self.nack.on_packet(seq, now)
         self.buffer.store(ext_seq, data, now)
         keyframe = False
         if self.keyframe_fn is not None:
             keyframe = self.keyframe_fn(data, hdr.payload_offset, hdr.payload_offset + hdr.payload_length)
             if keyframe:
                 self.keyframes += 1
+                self.counters.keyframes_in += 1  # type: ignore[attr-defined]
                 self.keyframe_requester.on_keyframe(now)
         pkt = bytearray(data)
         if self.translate_ext and hdr.extension:
