@@ -46,6 +46,18 @@ class Metrics:
         self.tokens_minted = Counter("telesfu_tokens_minted_total", "Join tokens minted", registry=r)
         self.reminders = Counter("telesfu_reminders_total", "appointment.starting_soon events emitted",
                                  registry=r)
+        self.signaling_connections = Gauge("telesfu_signaling_connections", "Open signaling WebSockets",
+                                           registry=r)
+        self.joins = Counter("telesfu_signaling_joins_total", "Joins by outcome (admitted, waiting, refused)",
+                             ["outcome"], registry=r)
+        self.signaling_errors = Counter("telesfu_signaling_errors_total",
+                                        "Signaling messages refused, by error code", ["code"], registry=r)
+        self.signaling_admitted_from_waiting = Counter("telesfu_signaling_admitted_from_waiting_total",
+                                                       "Waiting participants let in while connected", registry=r)
+        self.join_to_first_media = Histogram("telesfu_join_to_first_media_seconds",
+                                             "From join to the first media forwarded to the participant",
+                                             buckets=(0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 30, 60, 300, 1800),
+                                             registry=r)
 
 
 class InstrumentedStore:

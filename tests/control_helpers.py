@@ -35,6 +35,13 @@ class LiveNode:
     node: Node
     url: str
     http: aiohttp.ClientSession
+    app: Any = None
+
+    @property
+    def hub(self) -> Any:
+        from signaling.server import HUB
+
+        return self.app[HUB]
 
     async def call(self, method: str, path: str, json: Any = None, *, data: bytes | None = None,
                    headers: dict[str, str] | None = None, auth: bool = True) -> tuple[int, Any]:
@@ -73,12 +80,12 @@ class LiveNode:
 
 
 @asynccontextmanager
-async def live_node(config: Config | None = None, store: Any = None) -> AsyncIterator[LiveNode]:
-    """A node serving the real app on a free loopback port."""
+async def live_node(config: Config | None = None, store: Any = None, *, media: bool = False) -> AsyncIterator[LiveNode]:
+    """A node serving the real app on a free loopback port (with media workers when asked)."""
     from control.store.memory import MemoryStore
 
     cfg = config or make_config()
-    node = Node(cfg, store if store is not None else MemoryStore(), node_id="test-node")
+    node = Node(cfg, store if store is not None else MemoryStore(), node_id="test-node", media=media)
     app = build_app(node)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -88,6 +95,6 @@ async def live_node(config: Config | None = None, store: Any = None) -> AsyncIte
     cfg.http.port = port
     async with aiohttp.ClientSession() as http:
         try:
-            yield LiveNode(node, f"http://127.0.0.1:{port}", http)
+            yield LiveNode(node, f"http://127.0.0.1:{port}", http, app)
         finally:
             await runner.cleanup()

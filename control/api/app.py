@@ -339,6 +339,10 @@ def build_app(node: Node, *, manage_node: bool = True) -> web.Application:
             await node.stop()
 
         app.cleanup_ctx.append(lifecycle)
+    if node.media is not None:
+        from signaling.server import add_signaling
+
+        add_signaling(app, node)
     return app
 
 

@@ -1,0 +1,259 @@
+"""The node's signaling hub: which sessions are open, and who hears about what.
+
+Room events (control plane: waiting, admitted, denied, removed, left, muted, closed) and
+media events (subscribe offers, tracks, speakers, quality, lost workers) arrive as
+synchronous callbacks and are turned into messages for the right sessions. Anything that
+must await (media commands) runs as a task. Waiting participants hear nothing about the
+room; providers hear about the waiting room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Awaitable
+from datetime import timedelta
+from typing import Any
+
+from control.domain.models import Presence, Role, format_time, utcnow
+from control.events import RoomEvent, RoomEventType
+from control.media import MediaError, MediaPlane
+from control.node import Node
+from control.rooms import ActionError, Actor
+from signaling import protocol as p
+from signaling.session import Session, State
+
+log = logging.getLogger("telesfu.signaling")
+
+Key = tuple[str, str]  # (appointment id, participant id)
+
+
+class Hub:
+    def __init__(self, node: Node, grace_seconds: float = p.RECONNECT_GRACE_SECONDS) -> None:
+        assert node.media is not None, "signaling needs the media plane"
+        self.node = node
+        self.rooms = node.rooms
+        self.store = node.store
+        self.media: MediaPlane = node.media
+        self.metrics = node.metrics
+        self.grace_seconds = grace_seconds
+        self.sessions: dict[Key, Session] = {}
+        self.by_room: dict[str, set[Session]] = defaultdict(set)
+        self._grace: dict[Key, asyncio.TimerHandle] = {}
+        self._window: dict[str, asyncio.TimerHandle] = {}
+        self._unsubscribe: dict[str, Any] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._unsub_media = self.media.subscribe("*", self._on_media_event)
+
+    async def close(self) -> None:
+        self._unsub_media()
+        for h in [*self._grace.values(), *self._window.values()]:
+            h.cancel()
+        for s in list(self.sessions.values()):
+            s.left = True
+            s.close(1001, "server shutting down")
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _spawn(self, coro: Awaitable[Any], what: str) -> None:
+        async def run() -> None:
+            try:
+                await coro
+            except (ActionError, MediaError) as e:
+                log.info("signaling: %s: %s", what, e)
+            except Exception:
+                log.exception("signaling: %s failed", what)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- sessions ---------------------------------------------------------------------------------
+
+    def attach(self, session: Session) -> None:
+        """A session passed admission (waiting or admitted)."""
+        key = (session.appointment_id, session.participant_id)
+        old = self.sessions.get(key)
+        if old is not None and old is not session:
+            old.left = True
+            old.send(p.error("replaced", "you joined again from another window"))
+            old.close(p.CLOSE_CODES["replaced"], "replaced")
+            self.by_room[key[0]].discard(old)
+        self.sessions[key] = session
+        self.by_room[key[0]].add(session)
+        grace = self._grace.pop(key, None)
+        if grace is not None:
+            grace.cancel()
+        apt_id = key[0]
+        if apt_id not in self._unsubscribe:
+            self._unsubscribe[apt_id] = self.node.events.subscribe(apt_id, self._on_room_event)
+            self._spawn(self._arm_window(apt_id), "join window timer")
+
+    async def enter_media(self, session: Session) -> None:
+        apt, pid = session.appointment_id, session.participant_id
+        if self.media.has_participant(apt, pid):  # back within the grace period, on a new page
+            await self.media.reset_participant(apt, pid)
+        else:
+            await self.media.add_participant(apt, pid, can_publish=True, can_subscribe=True)
+        self._to_joined(apt, p.msg("participant_joined", participant={
+            "participant_id": pid, "role": session.role.value if session.role else "", "name": session.name}),
+            exclude=pid)
+
+    async def session_ended(self, session: Session) -> None:
+        key = (session.appointment_id, session.participant_id)
+        if not session.participant_id or self.sessions.get(key) is not session:
+            return  # never attached, or replaced by a newer session
+        del self.sessions[key]
+        self.by_room[key[0]].discard(session)
+        if session.left:
+            return
+        was_joined = session.close_code is None or session.close_code == p.CLOSE_SERVICE_RESTART
+        room = await self.store.get_room(key[0])
+        member = room.member(key[1]) if room else None
+        if member is None:
+            return
+        if member.presence is Presence.WAITING:
+            await self.rooms.leave(key[0], key[1], "left_waiting")
+            return
+        if was_joined:  # dropped: keep the place for the grace period
+            self._to_joined(key[0], p.msg("participant_reconnecting", participant_id=key[1]))
+            loop = asyncio.get_running_loop()
+            self._grace[key] = loop.call_later(self.grace_seconds, self._grace_expired, key)
+
+    def _grace_expired(self, key: Key) -> None:
+        self._grace.pop(key, None)
+        if key not in self.sessions:
+            self._spawn(self.rooms.leave(key[0], key[1], "disconnected"), "leave after grace")
+
+    async def leave(self, session: Session) -> None:
+        session.left = True
+        await self.rooms.leave(session.appointment_id, session.participant_id, "left")
+        session.close(p.CLOSE_LEFT, "left")
+
+    # -- fan-out helpers --------------------------------------------------------------------------------
+
+    def _joined(self, apt_id: str) -> list[Session]:
+        return [s for s in self.by_room.get(apt_id, ()) if s.state is State.JOINED]
+
+    def _to_joined(self, apt_id: str, frame: str, exclude: str = "") -> None:
+        for s in self._joined(apt_id):
+            if s.participant_id != exclude:
+                s.send(frame)
+
+    def _to_providers(self, apt_id: str, frame: str) -> None:
+        for s in self._joined(apt_id):
+            if s.role is Role.PROVIDER:
+                s.send(frame)
+
+    async def _send_waiting_list(self, apt_id: str) -> None:
+        room = await self.store.get_room(apt_id)
+        waiting = [{"participant_id": m.participant_id, "name": m.name, "since": format_time(m.since)}
+                   for m in (room.waiting if room else ())]
+        self._to_providers(apt_id, p.msg("waiting_list", participants=waiting))
+
+    # -- room events (control plane) ------------------------------------------------------------
+
+    def _on_room_event(self, e: RoomEvent) -> None:
+        apt, pid = e.appointment_id, e.participant_id
+        target = self.sessions.get((apt, pid)) if pid else None
+        t = e.type
+        if t is RoomEventType.WAITING and e.member is not None:
+            self._to_providers(apt, p.msg("participant_waiting", participant={
+                "participant_id": pid, "name": e.member.name, "since": format_time(e.member.since)}))
+            self._spawn(self._send_waiting_list(apt), "waiting list")
+        elif t is RoomEventType.ADMITTED:
+            if target is not None and target.state is State.WAITING:
+                self.metrics.signaling_admitted_from_waiting.inc()
+                target.send(p.msg("admitted"))
+                self._spawn(target.enter(), "enter after admission")
+            self._spawn(self._send_waiting_list(apt), "waiting list")
+        elif t is RoomEventType.DENIED:
+            if target is not None:
+                target.left = True
+                target.send(p.msg("denied", reason=e.reason))
+                target.close(p.CLOSE_CODES["participant_denied"], "denied")
+            self._spawn(self._send_waiting_list(apt), "waiting list")
+        elif t is RoomEventType.REMOVED:
+            if target is not None:
+                target.left = True
+                target.send(p.error("removed", "your provider removed you from the session"))
+                target.close(p.CLOSE_CODES["removed"], "removed")
+            self._drop_from_media(apt, pid, "removed")
+            self._spawn(self._send_waiting_list(apt), "waiting list")
+        elif t is RoomEventType.LEFT:
+            self._drop_from_media(apt, pid, e.reason or "left")
+            self._spawn(self._send_waiting_list(apt), "waiting list")
+        elif t is RoomEventType.MUTED:
+            self._spawn(self.media.set_muted(apt, pid, e.kind, e.muted, by="provider"), "mute")
+        elif t is RoomEventType.CLOSED and e.reason != "empty":
+            self._close_room(apt, e.reason)
+
+    def _drop_from_media(self, apt: str, pid: str, reason: str) -> None:
+        grace = self._grace.pop((apt, pid), None)
+        if grace is not None:
+            grace.cancel()
+        self._to_joined(apt, p.msg("participant_left", participant_id=pid, reason=reason), exclude=pid)
+        if self.media.has_participant(apt, pid):
+            self._spawn(self.media.remove_participant(apt, pid), "remove from media")
+
+    def _close_room(self, apt: str, reason: str) -> None:
+        for s in list(self.by_room.get(apt, ())):
+            s.left = True
+            s.send(p.msg("room_closed", reason=reason))
+            s.close(p.CLOSE_LEFT, "room closed")
+        for key in [k for k in self._grace if k[0] == apt]:
+            self._grace.pop(key).cancel()
+        h = self._window.pop(apt, None)
+        if h is not None:
+            h.cancel()
+        unsub = self._unsubscribe.pop(apt, None)
+        if unsub is not None:
+            unsub()
+        if self.media.worker_for(apt) is not None:
+            self._spawn(self.media.close_room(apt), "close media room")
+
+    async def _arm_window(self, apt_id: str) -> None:
+        """End the session when its join window closes."""
+        apt = await self.store.get_appointment(apt_id)
+        if apt is None or apt_id in self._window:
+            return
+        closes = apt.ends_at + timedelta(minutes=self.node.config.rooms.join_late_minutes)
+        delay = max(0.0, (closes - utcnow()).total_seconds())
+
+        def fire() -> None:
+            self._window.pop(apt_id, None)
+            self._spawn(self.rooms.end(apt_id, Actor.api(), "window_closed"), "end at window close")
+
+        self._window[apt_id] = asyncio.get_running_loop().call_later(delay, fire)
+
+    # -- media events ---------------------------------------------------------------------------------
+
+    def _on_media_event(self, e: dict[str, Any]) -> None:
+        t = e.get("type")
+        apt = e.get("room_id", "")
+        if t == "subscribe_offer":
+            s = self.sessions.get((apt, e["participant_id"]))
+            if s is not None and s.state is State.JOINED:
+                s.send(p.msg("subscribe_offer", sdp=e["sdp"], tracks=e["tracks"]))
+        elif t in ("track_published", "track_unpublished"):
+            self._to_joined(apt, p.msg(t, track=e["track"]))
+        elif t == "track_muted":
+            tr = e["track"]
+            self._to_joined(apt, p.msg("track_muted", track_id=tr["track_id"], participant_id=tr["participant_id"],
+                                       kind=tr["kind"], muted=tr["muted"], by=e.get("by", "")))
+        elif t == "active_speakers":
+            self._to_joined(apt, p.msg("active_speakers", participant_ids=e["participant_ids"]))
+        elif t == "connection_quality":
+            self._to_joined(apt, p.msg("connection_quality", participants=e["participants"]))
+        elif t == "first_media":
+            s = self.sessions.get((apt, e["participant_id"]))
+            if s is not None and s.joined_at:
+                self.metrics.join_to_first_media.observe(time.monotonic() - s.joined_at)
+        elif t == "participants_lost":
+            for pid in e.get("participant_ids", ()):
+                s = self.sessions.get((apt, pid))
+                if s is not None:
+                    s.send(p.error("media_restarted", "the media server restarted; reconnecting"))
+                    s.close(p.CLOSE_SERVICE_RESTART, "media restarted")

@@ -1,0 +1,205 @@
+"""The signaling protocol on `GET /v1/rtc`: JSON text frames with a `type` field.
+
+Client -> server messages are parsed into typed objects here, with every field checked;
+anything else is a `ProtocolError` with a stable code. Server -> client messages are built
+by the small functions at the bottom, so their shapes live in one place.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from control.domain.admission import REFUSALS, Code
+
+MAX_FRAME_BYTES = 256 * 1024  # an SDP with many tracks stays far below this
+MAX_SDP_BYTES = 200 * 1024
+MAX_ID = 64
+JOIN_TIMEOUT_SECONDS = 10.0
+RECONNECT_GRACE_SECONDS = 30.0
+RATE_PER_SECOND = 20.0  # sustained messages per connection
+RATE_BURST = 60.0
+
+# Close codes: one per admission refusal (4400-4449), then protocol and session reasons.
+CLOSE_CODES: dict[str, int] = {
+    Code.TOKEN_INVALID.value: 4401,
+    Code.TOKEN_EXPIRED.value: 4402,
+    Code.APPOINTMENT_NOT_FOUND.value: 4404,
+    Code.NOT_TELEHEALTH.value: 4410,
+    Code.APPOINTMENT_CANCELLED.value: 4411,
+    Code.APPOINTMENT_COMPLETED.value: 4412,
+    Code.APPOINTMENT_NO_SHOW.value: 4413,
+    Code.OUTSIDE_JOIN_WINDOW.value: 4420,
+    Code.NOT_ON_ROSTER.value: 4421,
+    Code.TELEHEALTH_NOT_ENABLED.value: 4422,
+    Code.PORTAL_ACCOUNT_REQUIRED.value: 4423,
+    Code.ROOM_CLOSED.value: 4430,
+    Code.ROOM_FULL.value: 4431,
+    Code.DENIED.value: 4432,
+    "removed": 4433,
+    "join_timeout": 4408,
+    "protocol_error": 4400,
+    "rate_limited": 4429,
+    "replaced": 4409,  # the same participant joined again from elsewhere
+}
+assert all(c.value in CLOSE_CODES for c in REFUSALS)
+CLOSE_LEFT = 1000
+CLOSE_SERVICE_RESTART = 1012  # the media worker restarted: reconnect
+
+
+class ProtocolError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class PublishOffer:
+    sdp: str
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribeAnswer:
+    sdp: str
+
+
+@dataclass(frozen=True, slots=True)
+class Mute:
+    track_id: str  # a track id from track_published, or "audio" / "video" for the own track of that kind
+    muted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Admit:
+    participant_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class AdmitAll:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Deny:
+    participant_id: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Remove:
+    participant_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class MuteParticipant:
+    participant_id: str
+    kind: str  # "audio", "video" or "" for both
+    muted: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    pass
+
+
+Message = (Join | PublishOffer | SubscribeAnswer | Mute | Admit | AdmitAll | Deny | Remove | MuteParticipant
+           | Leave | Ping)
+
+
+def _str(d: dict[str, Any], key: str, max_len: int, *, required: bool = True) -> str:
+    v = d.get(key, None if required else "")
+    if not isinstance(v, str) or (required and not v) or len(v) > max_len:
+        raise ProtocolError("invalid_field", f"{key} must be a string of at most {max_len} characters")
+    return v
+
+
+def _bool(d: dict[str, Any], key: str, default: bool | None = None) -> bool:
+    v = d.get(key, default)
+    if not isinstance(v, bool):
+        raise ProtocolError("invalid_field", f"{key} must be true or false")
+    return v
+
+
+def parse_message(frame: str | bytes) -> Message:
+    """One text frame to a typed message. Raises ProtocolError."""
+    if isinstance(frame, bytes):
+        raise ProtocolError("binary_frame", "frames must be JSON text")
+    if len(frame) > MAX_FRAME_BYTES:
+        raise ProtocolError("frame_too_large", f"frames are limited to {MAX_FRAME_BYTES} bytes")
+    try:
+        d = json.loads(frame)
+    except (json.JSONDecodeError, RecursionError):
+        raise ProtocolError("invalid_json", "the frame is not valid JSON") from None
+    if not isinstance(d, dict):
+        raise ProtocolError("invalid_message", "a message is a JSON object with a type")
+    t = d.get("type")
+    if t == "join":
+        return Join(_str(d, "token", 4096))
+    if t == "publish_offer":
+        return PublishOffer(_str(d, "sdp", MAX_SDP_BYTES))
+    if t == "subscribe_answer":
+        return SubscribeAnswer(_str(d, "sdp", MAX_SDP_BYTES))
+    if t == "mute":
+        return Mute(_str(d, "track_id", 200), _bool(d, "muted"))
+    if t == "admit":
+        return Admit(_str(d, "participant_id", MAX_ID))
+    if t == "admit_all":
+        return AdmitAll()
+    if t == "deny":
+        return Deny(_str(d, "participant_id", MAX_ID), _str(d, "reason", 200, required=False))
+    if t == "remove":
+        return Remove(_str(d, "participant_id", MAX_ID))
+    if t == "mute_participant":
+        kind = d.get("kind", "")
+        if kind not in ("audio", "video", ""):
+            raise ProtocolError("invalid_field", "kind must be audio, video or empty")
+        return MuteParticipant(_str(d, "participant_id", MAX_ID), kind, _bool(d, "muted", True))
+    if t == "leave":
+        return Leave()
+    if t == "ping":
+        return Ping()
+    if not isinstance(t, str):
+        raise ProtocolError("invalid_message", "a message needs a string type")
+    raise ProtocolError("unknown_type", f"unknown message type {t[:40]!r}")
+
+
+class RateLimiter:
+    """Token bucket per connection, on an injected clock."""
+
+    __slots__ = ("rate", "burst", "tokens", "at")
+
+    def __init__(self, now: float, rate: float = RATE_PER_SECOND, burst: float = RATE_BURST) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.at = now
+
+    def allow(self, now: float) -> bool:
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+# -- server -> client ---------------------------------------------------------------------------
+
+def msg(type_: str, **fields: Any) -> str:
+    return json.dumps({"type": type_, **fields}, separators=(",", ":"))
+
+
+def error(code: str, message: str) -> str:
+    return msg("error", code=code, message=message)

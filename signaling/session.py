@@ -1,0 +1,252 @@
+"""One participant's signaling session: a WebSocket and its state machine.
+
+new --join--> waiting --admitted--> joined --leave/removed/room closed--> closed
+        \\--refused--> closed                                          (a dropped socket while
+                                                                       joined: reconnect grace)
+
+Messages are handled one at a time in the order they arrive; everything the server says
+goes through one outbox drained by one writer task, so room events raised by callbacks
+never interleave with a reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import WSMsgType, web
+
+from control.domain.admission import Authority, Code
+from control.domain.models import Presence, Role, format_time
+from control.media import MediaError
+from control.rooms import ActionError, Actor
+from signaling import protocol as p
+
+if TYPE_CHECKING:
+    from signaling.hub import Hub
+
+log = logging.getLogger("telesfu.signaling")
+
+
+class State(StrEnum):
+    NEW = "new"
+    WAITING = "waiting"
+    JOINED = "joined"
+    CLOSED = "closed"
+
+
+class Session:
+    def __init__(self, hub: Hub, ws: web.WebSocketResponse) -> None:
+        self.hub = hub
+        self.ws = ws
+        self.state = State.NEW
+        self.appointment_id = ""
+        self.participant_id = ""
+        self.role: Role | None = None
+        self.name = ""
+        self.joined_at = 0.0
+        self.limiter = p.RateLimiter(time.monotonic())
+        self.violations = 0
+        self._outbox: asyncio.Queue[tuple[str, int | None, str]] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+        self.close_code: int | None = None
+        self.left = False  # left on purpose (or was removed): no reconnect grace
+
+    # -- output ---------------------------------------------------------------------------------
+
+    def send(self, frame: str) -> None:
+        if self.state is not State.CLOSED:
+            self._outbox.put_nowait((frame, None, ""))
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Send what is queued, then close the socket with `code`."""
+        if self.state is State.CLOSED:
+            return
+        self.state = State.CLOSED
+        self.close_code = code
+        self._outbox.put_nowait(("", code, reason))
+
+    async def _write(self) -> None:
+        while True:
+            frame, code, reason = await self._outbox.get()
+            try:
+                if code is not None:
+                    await self.ws.close(code=code, message=reason.encode()[:120])
+                    return
+                await self.ws.send_str(frame)
+            except (ConnectionResetError, RuntimeError):
+                return
+
+    # -- the connection ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        self._writer = asyncio.get_running_loop().create_task(self._write(), name="signaling-writer")
+        try:
+            await self._receive()
+        finally:
+            if self.state is not State.CLOSED:
+                self.state = State.CLOSED
+            await self.hub.session_ended(self)
+            if not self.ws.closed:
+                self._outbox.put_nowait(("", self.close_code or p.CLOSE_LEFT, ""))
+            try:
+                await asyncio.wait_for(self._writer, 2.0)
+            except (TimeoutError, asyncio.CancelledError):
+                self._writer.cancel()
+
+    async def _receive(self) -> None:
+        try:
+            first = await asyncio.wait_for(self.ws.receive(), p.JOIN_TIMEOUT_SECONDS)
+        except TimeoutError:
+            self.send(p.error("join_timeout", "send join{token} first"))
+            self.close(p.CLOSE_CODES["join_timeout"], "join timeout")
+            return
+        await self._handle_frame(first)
+        while self.state is not State.CLOSED:
+            m = await self.ws.receive()
+            await self._handle_frame(m)
+
+    async def _handle_frame(self, m: Any) -> None:
+        if m.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+            if self.state is not State.CLOSED:
+                self.state = State.CLOSED
+            return
+        if not self.limiter.allow(time.monotonic()):
+            self.violations += 1
+            self.hub.metrics.signaling_errors.labels("rate_limited").inc()
+            if self.violations > 100:
+                self.close(p.CLOSE_CODES["rate_limited"], "too many messages")
+            elif self.violations % 10 == 1:
+                self.send(p.error("rate_limited", "too many messages; slow down"))
+            return
+        try:
+            if m.type is WSMsgType.BINARY:
+                raise p.ProtocolError("binary_frame", "frames must be JSON text")
+            message = p.parse_message(m.data)
+            await self._dispatch(message)
+        except p.ProtocolError as e:
+            self.hub.metrics.signaling_errors.labels(e.code).inc()
+            self.send(p.error(e.code, e.message))
+            if self.state is State.NEW:  # the first message must be a valid join
+                self.close(p.CLOSE_CODES["protocol_error"], e.code)
+        except ActionError as e:
+            self.hub.metrics.signaling_errors.labels(e.code).inc()
+            self.send(p.error(e.code, e.message))
+        except MediaError as e:
+            self.hub.metrics.signaling_errors.labels("media").inc()
+            self.send(p.error(e.code, e.message))
+        except Exception:
+            log.exception("signaling: message from %s failed", self.participant_id or "(not joined)")
+            self.send(p.error("internal_error", "the server could not handle that message"))
+
+    # -- messages ---------------------------------------------------------------------------------
+
+    async def _dispatch(self, m: p.Message) -> None:
+        if isinstance(m, p.Ping):
+            self.send(p.msg("pong"))
+            return
+        if self.state is State.NEW:
+            if not isinstance(m, p.Join):
+                raise p.ProtocolError("not_joined", "the first message must be join{token}")
+            await self._join(m.token)
+            return
+        if isinstance(m, p.Join):
+            raise p.ProtocolError("already_joined", "this connection already joined")
+        if isinstance(m, p.Leave):
+            await self.hub.leave(self)
+            return
+        if self.state is not State.JOINED:
+            raise p.ProtocolError("not_admitted", "wait until you are admitted")
+        media = self.hub.media
+        apt, pid = self.appointment_id, self.participant_id
+        if isinstance(m, p.PublishOffer):
+            sdp = await media.publish_offer(apt, pid, m.sdp)
+            self.send(p.msg("publish_answer", sdp=sdp))
+        elif isinstance(m, p.SubscribeAnswer):
+            await media.subscribe_answer(apt, pid, m.sdp)
+        elif isinstance(m, p.Mute):
+            kind = m.track_id if m.track_id in ("audio", "video") else _kind_of(m.track_id, pid)
+            await media.set_muted(apt, pid, kind, m.muted, by=pid)
+        elif isinstance(m, p.Admit | p.AdmitAll | p.Deny | p.Remove | p.MuteParticipant):
+            await self._manage(m)
+        else:  # pragma: no cover - every message type is handled above
+            raise p.ProtocolError("unknown_type", "unhandled message")
+
+    async def _manage(self, m: p.Message) -> None:
+        rooms = self.hub.rooms
+        actor = Actor(self.participant_id, Authority.PARTICIPANT, self.role)
+        apt = self.appointment_id
+        if isinstance(m, p.Admit):
+            await rooms.admit(apt, m.participant_id, actor)
+        elif isinstance(m, p.AdmitAll):
+            await rooms.admit_all(apt, actor)
+        elif isinstance(m, p.Deny):
+            await rooms.deny(apt, m.participant_id, actor, m.reason)
+        elif isinstance(m, p.Remove):
+            await rooms.remove(apt, m.participant_id, actor)
+        elif isinstance(m, p.MuteParticipant):
+            await rooms.mute(apt, m.participant_id, actor, m.kind, m.muted)
+
+    async def _join(self, token: str) -> None:
+        self.joined_at = time.monotonic()
+        result = await self.hub.rooms.join(token)
+        code = result.code
+        self.hub.metrics.joins.labels("refused" if result.decision.refused else code.value).inc()
+        if result.decision.refused:
+            self.send(p.error(code.value, result.decision.message))
+            self.close(p.CLOSE_CODES[code.value], code.value)
+            return
+        assert result.claims is not None and result.room is not None
+        self.appointment_id = result.claims.apt
+        self.participant_id = result.claims.sub
+        self.role = result.claims.role
+        self.name = result.claims.name
+        self.hub.attach(self)
+        if code is Code.WAITING:
+            self.state = State.WAITING
+            self.send(p.msg("waiting", message=result.decision.message,
+                            provider_present=result.room.provider_present()))
+            return
+        await self.enter()
+
+    async def enter(self) -> None:
+        """Admitted: say who is here, then bring the participant into the media room."""
+        room = await self.hub.store.get_room(self.appointment_id)
+        apt = await self.hub.store.get_appointment(self.appointment_id)
+        members = room.members if room else ()
+        others = [_person(m) for m in members
+                  if m.presence is Presence.ADMITTED and m.participant_id != self.participant_id]
+        joined: dict[str, Any] = {
+            "room": {"appointment_id": self.appointment_id, "group": bool(apt and apt.is_group)},
+            "participant": {"participant_id": self.participant_id, "role": self.role.value if self.role else "",
+                            "name": self.name},
+            "participants": others,
+        }
+        if self.role is Role.PROVIDER:
+            joined["waiting"] = [_waiting(m) for m in members if m.presence is Presence.WAITING]
+        self.state = State.JOINED
+        self.send(p.msg("joined", **joined))
+        await self.hub.enter_media(self)
+        if self.role is Role.PROVIDER:
+            for m in members:
+                if m.presence is Presence.WAITING:
+                    self.send(p.msg("participant_waiting", participant=_waiting(m)))
+
+
+def _person(m: Any) -> dict[str, str]:
+    return {"participant_id": m.participant_id, "role": m.role.value, "name": m.name}
+
+
+def _waiting(m: Any) -> dict[str, str]:
+    return {"participant_id": m.participant_id, "name": m.name, "since": format_time(m.since)}
+
+
+def _kind_of(track_id: str, participant_id: str) -> str:
+    """A track id is `<participant>:<kind>:<n>`; only one's own tracks can be muted this way."""
+    parts = track_id.rsplit(":", 2)
+    if len(parts) != 3 or parts[0] != participant_id or parts[1] not in ("audio", "video"):
+        raise p.ProtocolError("invalid_track", "track_id must be audio, video or one of your own track ids")
+    return parts[1]

@@ -1,0 +1,295 @@
+"""Signaling over a real WebSocket against a node with real media workers: admission, the
+waiting room, provider actions, reconnection, bad input; media with real aiortc peers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+
+import pytest
+
+from control.domain.models import utcnow
+from signaling import protocol as p
+from tests.media_helpers import AiortcParticipant, wait_until
+from tests.signaling_helpers import SignalingClient, media_config, media_node
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+async def ln():
+    async with media_node() as node:
+        yield node
+
+
+async def client(ln, apt, pid, peer=None, join=True) -> SignalingClient:
+    return await SignalingClient(ln, await ln.token(apt, pid), peer).connect(join)
+
+
+async def test_waiting_room_admit_and_both_sides_see_each_other(ln):
+    await ln.setup_appointment("a1", provider="prov", clients=("cli",), waiting_room=True)
+    c = await client(ln, "a1", "cli", AiortcParticipant("cli", "blue"))
+    pr = None
+    try:
+        w = await c.wait_for("waiting")
+        assert w["provider_present"] is False  # "waiting for your provider"
+        pr = await client(ln, "a1", "prov", AiortcParticipant("prov", "red"))
+        joined = await pr.wait_for("joined")
+        assert joined["participant"]["role"] == "provider"
+        assert [x["participant_id"] for x in joined["waiting"]] == ["cli"]
+        assert (await pr.wait_for("participant_waiting"))["participant"]["participant_id"] == "cli"
+        await pr.publish()
+        await pr.send({"type": "admit", "participant_id": "cli"})
+        await c.wait_for("admitted")
+        cj = await c.wait_for("joined")
+        assert [x["participant_id"] for x in cj["participants"]] == ["prov"] and "waiting" not in cj
+        await c.publish()
+        await wait_until(lambda: all((v := x.peer.video_from(y)) is not None and v.frames >= 10
+                                     for x, y in ((c, "prov"), (pr, "cli"))), 20, "both decoding")
+        assert c.peer.video_from("prov").main_colour == "red" and pr.peer.video_from("cli").main_colour == "blue"
+        assert (await pr.wait_for("participant_joined"))["participant"]["participant_id"] == "cli"
+        published = {m["track"]["track_id"] for m in pr.of_type("track_published")}
+        assert {"cli:audio:0", "cli:video:0"} <= published
+        await c.wait_for("connection_quality", timeout=5)
+        # before admission the client heard nothing about the room
+        before = c.types()[: c.types().index("admitted")]
+        assert before == ["waiting"], before
+    finally:
+        await c.close()
+        if pr:
+            await pr.close()
+
+
+async def test_waiting_room_off_joins_directly(ln):
+    await ln.setup_appointment("a1", provider="prov", clients=("cli",), waiting_room=False)
+    c = await client(ln, "a1", "cli")
+    try:
+        j = await c.wait_for("joined")
+        assert j["participants"] == [] and "waiting" not in c.types()
+    finally:
+        await c.close()
+
+
+@pytest.mark.parametrize("setup,code", [
+    (dict(status="cancelled"), "appointment_cancelled"),
+    (dict(teletherapy=False), "telehealth_not_enabled"),
+    (dict(portal=False), "portal_account_required"),
+    (dict(starts_at_offset=timedelta(days=1)), "outside_join_window"),
+    (dict(telehealth=False), "not_telehealth"),
+])
+async def test_refusals_get_an_error_and_their_close_code(ln, setup, code):
+    offset = setup.pop("starts_at_offset", None)
+    if offset is not None:
+        setup["starts_at"] = utcnow().replace(microsecond=0) + offset
+    await ln.setup_appointment("a1", provider="prov", clients=("cli",), **setup)
+    c = await client(ln, "a1", "cli")
+    try:
+        err = await c.wait_for("error")
+        assert err["code"] == code and err["message"]
+        assert await c.wait_closed() == p.CLOSE_CODES[code]
+        assert 4400 <= p.CLOSE_CODES[code] <= 4499
+    finally:
+        await c.close()
+
+
+async def test_bad_tokens_are_refused(ln):
+    await ln.setup_appointment("a1")
+    from control.domain.models import Role
+
+    expired = ln.node.tokens.mint("client-1", Role.CLIENT, "a1", "x", now=0).token
+    for token, code in (("not-a-jwt", "token_invalid"), (expired, "token_expired")):
+        c = await SignalingClient(ln, token).connect()
+        try:
+            assert (await c.wait_for("error"))["code"] == code
+            assert await c.wait_closed() == p.CLOSE_CODES[code]
+        finally:
+            await c.close()
+
+
+async def test_bad_input_gets_an_error_and_changes_nothing(ln):
+    await ln.setup_appointment("a1", provider="prov", clients=("cli", "cli2"), waiting_room=True)
+    pr = await client(ln, "a1", "prov")
+    w = await client(ln, "a1", "cli2")
+    c = await client(ln, "a1", "cli")
+    try:
+        await pr.wait_for("joined")
+        await c.wait_for("waiting")
+        await w.wait_for("waiting")
+        room_before = (await ln.call("GET", "/v1/rooms/a1"))[1]
+        cases = [
+            ("{not json", "invalid_json"),
+            (json.dumps({"type": "teleport"}), "unknown_type"),
+            (json.dumps(["join"]), "invalid_message"),
+            (json.dumps({"type": "publish_offer", "sdp": "v=0"}), "not_admitted"),  # an offer before admission
+            (json.dumps({"type": "admit", "participant_id": "cli2"}), "not_admitted"),  # a waiting client admitting
+            (json.dumps({"type": "join", "token": "again"}), "already_joined"),
+            (json.dumps({"type": "subscribe_answer", "sdp": 5}), "invalid_field"),
+            ("x" * (p.MAX_FRAME_BYTES + 10), "frame_too_large"),
+        ]
+        for frame, code in cases:
+            n = len(c.of_type("error"))
+            await c.send(frame)
+            err = await c.wait_for("error", count=n + 1)
+            assert err["code"] == code, (frame[:40], err)
+        # an admitted client trying a provider action
+        await ln.call("POST", "/v1/rooms/a1/participants/cli/admit")
+        await c.wait_for("joined")
+        n = len(c.of_type("error"))
+        await c.send({"type": "admit", "participant_id": "cli2"})
+        assert (await c.wait_for("error", count=n + 1))["code"] == "forbidden"
+        n = len(c.of_type("error"))
+        await c.send({"type": "publish_offer", "sdp": "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\n"})
+        assert (await c.wait_for("error", count=n + 1))["code"].startswith(("sdp_", "no_"))
+        room_after = (await ln.call("GET", "/v1/rooms/a1"))[1]
+        cli2 = lambda r: [x for x in r["participants"] if x["participant_id"] == "cli2"]  # noqa: E731
+        assert cli2(room_after) == cli2(room_before)  # still waiting: nothing reached the room
+        # a flood is rate limited, and the connection survives it
+        for _ in range(200):
+            await c.send({"type": "ping"})
+        await c.wait_for("error", count=len(c.of_type("error")) + 1, timeout=5)
+        assert any(e["code"] == "rate_limited" for e in c.of_type("error"))
+        metrics = (await ln.call("GET", "/metrics", auth=False))[1]
+        assert 'telesfu_signaling_errors_total{code="rate_limited"}' in metrics
+    finally:
+        for x in (c, w, pr):
+            await x.close()
+
+
+async def test_a_first_message_that_is_not_join_closes_with_a_protocol_error(ln):
+    await ln.setup_appointment("a1")
+    c = await client(ln, "a1", "client-1", join=False)
+    try:
+        await c.send({"type": "publish_offer", "sdp": "v=0"})
+        assert (await c.wait_for("error"))["code"] == "not_joined"
+        assert await c.wait_closed() == p.CLOSE_CODES["protocol_error"]
+    finally:
+        await c.close()
+
+
+async def test_deny_remove_and_let_back_in(ln):
+    await ln.setup_appointment("a1", provider="prov", clients=("cli",), waiting_room=True)
+    pr = await client(ln, "a1", "prov")
+    c = await client(ln, "a1", "cli")
+    try:
+        await pr.wait_for("joined")
+        await c.wait_for("waiting")
+        await pr.send({"type": "deny", "participant_id": "cli", "reason": "wrong session"})
+        assert (await c.wait_for("denied"))["reason"] == "wrong session"
+        assert await c.wait_closed() == p.CLOSE_CODES["participant_denied"]
+        await c.close()
+        c = await client(ln, "a1", "cli")  # kept out
+        assert (await c.wait_for("error"))["code"] == "participant_denied"
+        await c.close()
+        await pr.send({"type": "admit", "participant_id": "cli"})  # admitted again: clears the denial
+        c = await client(ln, "a1", "cli")
+        await c.wait_for("joined")
+        await pr.send({"type": "remove", "participant_id": "cli"})
+        assert (await c.wait_for("error"))["code"] == "removed"
+        assert await c.wait_closed() == p.CLOSE_CODES["removed"]
+        assert (await pr.wait_for("participant_left"))["reason"] == "removed"
+        await c.close()
+        c = await client(ln, "a1", "cli")
+        assert (await c.wait_for("error"))["code"] == "participant_denied"
+    finally:
+        await c.close()
+        await pr.close()
+
+
+async def test_waiting_clients_never_learn_of_each_other(ln):
+    await ln.setup_appointment("g", provider="prov", clients=("c1", "c2"), waiting_room=True)
+    a = await client(ln, "g", "c1")
+    b = await client(ln, "g", "c2")
+    pr = await client(ln, "g", "prov")
+    try:
+        await pr.wait_for("joined")
+        await asyncio.sleep(0.3)
+        assert a.types() == ["waiting"] and b.types() == ["waiting"]
+        assert (await a.wait_for("waiting"))["provider_present"] is False
+        lst = await pr.wait_for("waiting_list")
+        assert sorted(x["participant_id"] for x in lst["participants"]) == ["c1", "c2"]
+        await pr.send({"type": "admit_all"})
+        await a.wait_for("joined")
+        await b.wait_for("joined")
+    finally:
+        for x in (a, b, pr):
+            await x.close()
+
+
+async def test_reconnect_within_grace_is_not_sent_back_to_the_waiting_room(ln):
+    await ln.setup_appointment("a1", provider="prov", clients=("cli",), waiting_room=True)
+    pr = await client(ln, "a1", "prov")
+    c = await client(ln, "a1", "cli", AiortcParticipant("cli", "green"))
+    try:
+        await pr.wait_for("joined")
+        await c.wait_for("waiting")
+        await pr.send({"type": "admit", "participant_id": "cli"})
+        await c.wait_for("joined")
+        await c.publish()
+        await c.ws.close()  # the socket drops
+        assert (await pr.wait_for("participant_reconnecting"))["participant_id"] == "cli"
+        c2 = await SignalingClient(ln, c.token, AiortcParticipant("cli", "green")).connect()
+        j = await c2.wait_for("joined")
+        assert "waiting" not in c2.types()
+        assert [x["participant_id"] for x in j["participants"]] == ["prov"]
+        await c2.publish()
+        pr.peer = None
+        await wait_until(lambda: any(m["type"] == "participant_joined" for m in pr.messages), 5, "rejoined")
+        await c2.close()
+    finally:
+        await c.close()
+        await pr.close()
+
+
+async def test_after_the_grace_period_a_dropped_participant_is_gone():
+    async with media_node(media_config()) as ln:
+        await ln.setup_appointment("a1", provider="prov", clients=("cli",))
+        pr = await client(ln, "a1", "prov")
+        c = await client(ln, "a1", "cli")
+        try:
+            await pr.wait_for("joined")
+            await c.wait_for("joined")
+            hub = ln.hub
+            hub.grace_seconds = 0.5
+            await c.ws.close()
+            await pr.wait_for("participant_reconnecting")
+            left = await pr.wait_for("participant_left", timeout=5)
+            assert left == {"type": "participant_left", "participant_id": "cli", "reason": "disconnected"}
+            room = (await ln.call("GET", "/v1/rooms/a1"))[1]
+            assert [x["participant_id"] for x in room["participants"]] == ["prov"]
+        finally:
+            await c.close()
+            await pr.close()
+
+
+async def test_ending_the_session_closes_every_socket(ln):
+    await ln.setup_appointment("a1", provider="prov", clients=("cli",))
+    pr = await client(ln, "a1", "prov")
+    c = await client(ln, "a1", "cli")
+    try:
+        await pr.wait_for("joined")
+        await c.wait_for("joined")
+        s, _ = await ln.call("DELETE", "/v1/rooms/a1")
+        assert s == 200
+        for x in (pr, c):
+            assert (await x.wait_for("room_closed"))["reason"] == "ended"
+            assert await x.wait_closed() == p.CLOSE_LEFT
+    finally:
+        await c.close()
+        await pr.close()
+
+
+async def test_a_worker_restart_sends_participants_to_reconnect(ln):
+    await ln.setup_appointment("a1", provider="prov", clients=("cli",))
+    c = await client(ln, "a1", "cli")
+    try:
+        await c.wait_for("joined")
+        ln.node.media.worker_for("a1").kill()
+        assert (await c.wait_for("error"))["code"] == "media_restarted"
+        assert await c.wait_closed() == p.CLOSE_SERVICE_RESTART
+        await wait_until(lambda: all(w.proc.returncode is None for w in ln.node.media.workers), 20, "restart")
+        c2 = await SignalingClient(ln, c.token).connect()
+        await c2.wait_for("joined")  # back in, on the restarted worker
+        await c2.close()
+    finally:
+        await c.close()
