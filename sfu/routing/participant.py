@@ -27,6 +27,7 @@ from sfu.rtp.rtcp.rr import ReceiverReport
 from sfu.rtp.rtcp.sr import SenderReport
 from sfu.rtp.rtcp.twcc import TransportFeedback
 from sfu.sdp import (
+    URI_AUDIO_LEVEL,
     URI_MID,
     LocalTransportParams,
     MediaCapabilities,
@@ -68,16 +69,74 @@ def _random_ssrc(taken: set[int]) -> int:
             return s
 
 
+class SimulcastBinding:
+    """A simulcast track announced by rid only: its SSRCs are learnt from the first packets.
+
+    Until layer selection lands, one layer is forwarded: the last one the offer lists
+    (browsers list them low to high). The others are recognised and not forwarded.
+    """
+
+    __slots__ = ("track", "forward_rid", "mid_id", "rid_id", "repaired_rid_id", "make_stream", "stream")
+
+    def __init__(self, track: PublishedTrack, forward_rid: str, mid_id: int, rid_id: int, repaired_rid_id: int,
+                 make_stream: Callable[[int], RecvStream]) -> None:
+        self.track = track
+        self.forward_rid = forward_rid
+        self.mid_id = mid_id
+        self.rid_id = rid_id
+        self.repaired_rid_id = repaired_rid_id
+        self.make_stream = make_stream
+        self.stream: RecvStream | None = None
+
+
 class PublishSide:
     """Handler of the publish transport: the packet path's entry for everything a participant sends."""
 
-    __slots__ = ("participant", "streams", "counters", "clock")
+    __slots__ = ("participant", "streams", "counters", "clock", "simulcast", "ignored")
 
     def __init__(self, participant: Participant, counters: WorkerCounters, clock: Callable[[], float]) -> None:
         self.participant = participant
         self.streams: dict[int, RecvStream] = {}  # media and RTX SSRC -> stream
         self.counters = counters
         self.clock = clock
+        self.simulcast: dict[str, SimulcastBinding] = {}  # publisher mid -> binding
+        self.ignored: set[int] = set()  # SSRCs of simulcast layers not forwarded
+
+    def _bind(self, ssrc: int, data: bytes) -> RecvStream | None:
+        """First packet of an SSRC the SDP did not name: a simulcast layer, found by mid and rid."""
+        if not self.simulcast or ssrc in self.ignored or len(self.ignored) > 64:
+            return None
+        from sfu.rtp.ext import read_sdes_id
+        from sfu.rtp.packet import parse_rtp
+
+        hdr = parse_rtp(data)
+        if hdr is None or not hdr.extension:
+            return None
+        for mid, b in self.simulcast.items():
+            loc = hdr.find_extension(b.mid_id) if b.mid_id else None
+            if loc is not None and read_sdes_id(data, loc[0], loc[1]) != mid:
+                continue
+            rid_loc = hdr.find_extension(b.rid_id) if b.rid_id else None
+            rrid_loc = hdr.find_extension(b.repaired_rid_id) if b.repaired_rid_id else None
+            if rid_loc is not None:
+                rid = read_sdes_id(data, rid_loc[0], rid_loc[1])
+                if rid != b.forward_rid:
+                    self.ignored.add(ssrc)
+                    return None
+                if b.stream is None:
+                    b.stream = b.make_stream(ssrc)
+                    b.track.set_source(b.stream, self.clock())
+                self.streams[ssrc] = b.stream
+                return b.stream
+            if rrid_loc is not None:
+                rid = read_sdes_id(data, rrid_loc[0], rrid_loc[1])
+                if rid != b.forward_rid or b.stream is None:
+                    self.ignored.add(ssrc)
+                    return None
+                b.stream.rtx_ssrc = ssrc
+                self.streams[ssrc] = b.stream
+                return b.stream
+        return None
 
     def on_rtp(self, data: bytes) -> None:
         c = self.counters
@@ -86,10 +145,13 @@ class PublishSide:
         if len(data) < 12:
             c.drops["rtp_malformed"] += 1
             return
-        stream = self.streams.get(_U32.unpack_from(data, 8)[0])
+        ssrc = _U32.unpack_from(data, 8)[0]
+        stream = self.streams.get(ssrc)
         if stream is None:
-            c.drops["rtp_unknown_ssrc"] += 1
-            return
+            stream = self._bind(ssrc, data)
+            if stream is None:
+                c.drops["simulcast_layer_not_forwarded" if ssrc in self.ignored else "rtp_unknown_ssrc"] += 1
+                return
         if stream.is_video:
             c.video_in += 1
         else:
@@ -224,6 +286,7 @@ class Participant:
                                                          f"{self.id}/publish")
             self._publish_answer = None
             self.publish.streams = {}
+            self.publish.simulcast = {}
         transport = self.publish_transport
         assert transport is not None
         answer, params = answer_publish_offer(offer, transport.local_params(), self.publish_caps,
@@ -239,6 +302,7 @@ class Participant:
         now = self.clock()
         ordinals: dict[str, int] = {}
         streams: dict[int, RecvStream] = {}
+        simulcast: dict[str, SimulcastBinding] = {}
         seen: set[str] = set()
         published: list[PublishedTrack] = []
         sfu_ids = {h.uri: h.id for h in self.subscribe_caps.header_extensions if h.downstream}
@@ -259,27 +323,43 @@ class Participant:
             else:
                 track.codec = pt.codec
             ext_map = build_ext_map(pt.header_extensions, forwarded)
+
+            def make_stream(ssrc: int, rtx_ssrc: int | None = None, pt: Any = pt, track: PublishedTrack = track,
+                            ext_map: bytes = ext_map) -> RecvStream:
+                return RecvStream(track, ssrc, rtx_ssrc, pt.codec.payload_type, pt.codec.rtx_payload_type,
+                                  pt.codec.clock_rate, pt.codec.name, ext_map,
+                                  sfu_ids.get(URI_AUDIO_LEVEL, 0) if pt.kind == "audio" else 0, pt.codec.nack,
+                                  self.counters, build_ext_lengths(forwarded))
+
             encodings = [e for e in pt.encodings if e.ssrc is not None]
             if not encodings:
-                log.info("participant %s: %s track without SSRCs (simulcast by rid) is not routed yet",
-                         self.id, pt.kind)
+                rids = [e.rid for e in pt.encodings if e.rid and not e.paused]
+                if rids:
+                    ids = pt.extension_ids
+                    simulcast[pt.mid] = SimulcastBinding(track, rids[-1], ids.mid, ids.rid, ids.repaired_rid,
+                                                         make_stream)
                 continue
             enc = encodings[-1]  # the highest layer when several are announced
             existing = self.publish.streams.get(enc.ssrc or 0)
             if existing is not None and existing.track is track:
                 stream = existing
             else:
-                stream = RecvStream(track, enc.ssrc or 0, enc.rtx_ssrc, pt.codec.payload_type,
-                                    pt.codec.rtx_payload_type, pt.codec.clock_rate, pt.codec.name, ext_map,
-                                    sfu_ids.get("urn:ietf:params:rtp-hdrext:ssrc-audio-level", 0)
-                                    if pt.kind == "audio" else 0, pt.codec.nack, self.counters,
-                                    build_ext_lengths(forwarded))
+                stream = make_stream(enc.ssrc or 0, enc.rtx_ssrc)
             streams[stream.ssrc] = stream
             if stream.rtx_ssrc:
                 streams[stream.rtx_ssrc] = stream
             if track.source is not stream:
                 track.set_source(stream, now)
         self.publish.streams = streams
+        for mid, b in simulcast.items():  # keep layers already bound on a renegotiation
+            old = self.publish.simulcast.get(mid)
+            if old is not None and old.track is b.track and old.forward_rid == b.forward_rid and old.stream:
+                b.stream = old.stream
+                streams[old.stream.ssrc] = old.stream
+                if old.stream.rtx_ssrc:
+                    streams[old.stream.rtx_ssrc] = old.stream
+        self.publish.simulcast = simulcast
+        self.publish.ignored = set()
         stopped = [t for slot, t in self.tracks.items() if slot not in seen]
         for slot in [s for s in self.tracks if s not in seen]:
             del self.tracks[slot]
@@ -377,6 +457,7 @@ class Participant:
         resume seamlessly when the new publish connection brings new sources."""
         self.close()
         self.publish.streams = {}
+        self.publish.simulcast = {}
         self._publish_answer = None
         self._publish_ufrag = ""
         for track in list(self.tracks.values()):
