@@ -18,6 +18,17 @@ from typing import Final
 from pylibsrtp import Error as _LibSrtpError
 from pylibsrtp import Policy, Session
 
+try:  # libsrtp through pylibsrtp's own cffi binding, with our preallocated buffers
+    from pylibsrtp._binding import ffi as _ffi
+    from pylibsrtp._binding import lib as _lib
+
+    _srtp_protect = _lib.srtp_protect
+    _srtp_unprotect = _lib.srtp_unprotect
+    _srtp_protect_rtcp = _lib.srtp_protect_rtcp
+    _srtp_unprotect_rtcp = _lib.srtp_unprotect_rtcp
+except (ImportError, AttributeError):  # pragma: no cover - another pylibsrtp layout: use its public API
+    _ffi = None
+
 __all__ = [
     "SRTP_AES128_CM_SHA1_80",
     "SRTP_AEAD_AES_128_GCM",
@@ -39,6 +50,12 @@ REASON_REPLAY: Final = "srtp_replay"
 REASON_BAD_PACKET: Final = "srtp_bad_packet"
 
 DEFAULT_WINDOW_SIZE: Final = 4096
+# libsrtp status codes (srtp_err_status_t)
+_ERR_AUTH: Final = 7
+_ERR_REPLAY: Final = frozenset((9, 10))
+_BUFFER_SIZE: Final = 2048
+_MAX_TRAILER: Final = 4 + 16 + 128  # SRTCP index + tag + MKI, the most protect can add
+MAX_PACKET: Final = _BUFFER_SIZE - _MAX_TRAILER
 # libsrtp accepts replay windows in [64, 0x8000).
 MIN_WINDOW_SIZE: Final = 64
 MAX_WINDOW_SIZE: Final = 0x7FFF
@@ -158,6 +175,12 @@ class SrtpContext:
         "profile",
         "_rx",
         "_tx",
+        "_fast",
+        "_ptr_rx",
+        "_ptr_tx",
+        "_cdata",
+        "_buf",
+        "_len",
         "rtp_auth_failed",
         "rtp_replay",
         "rtp_bad_packet",
@@ -182,6 +205,14 @@ class SrtpContext:
         self.profile = profile
         self._rx = Session(_policy(profile, rx_key, Policy.SSRC_ANY_INBOUND, window_size, False))
         self._tx = Session(_policy(profile, tx_key, Policy.SSRC_ANY_OUTBOUND, window_size, True))
+        # One buffer for both directions: every call copies its result out before returning.
+        self._fast = _ffi is not None and hasattr(self._rx, "_srtp")
+        if self._fast:
+            self._ptr_rx = self._rx._srtp[0]  # type: ignore[attr-defined]
+            self._ptr_tx = self._tx._srtp[0]  # type: ignore[attr-defined]
+            self._cdata = _ffi.new("char[]", _BUFFER_SIZE)
+            self._buf = _ffi.buffer(self._cdata)
+            self._len = _ffi.new("int *")
         self.rtp_auth_failed = 0
         self.rtp_replay = 0
         self.rtp_bad_packet = 0
@@ -194,8 +225,28 @@ class SrtpContext:
     def from_keys(cls, keys: SrtpKeys, window_size: int = DEFAULT_WINDOW_SIZE) -> SrtpContext:
         return cls(keys.profile, keys.rx_key, keys.tx_key, window_size)
 
+    def _run(self, func: object, ptr: object, buf: bytes | bytearray) -> int:
+        """Run one libsrtp call on a copy of `buf` in our buffer; the status code."""
+        n = len(buf)
+        if n > MAX_PACKET:
+            return -1
+        self._buf[0:n] = buf
+        self._len[0] = n
+        return func(ptr, self._cdata, self._len)  # type: ignore[operator,no-any-return]
+
     def unprotect_rtp(self, buf: bytes) -> bytes | None:
         """Decrypted RTP packet, or None (auth failure, replay, malformed)."""
+        if self._fast:
+            rc = self._run(_srtp_unprotect, self._ptr_rx, buf)
+            if rc == 0:
+                return self._buf[0:self._len[0]]
+            if rc == _ERR_AUTH:
+                self.rtp_auth_failed += 1
+            elif rc in _ERR_REPLAY:
+                self.rtp_replay += 1
+            else:
+                self.rtp_bad_packet += 1
+            return None
         try:
             return self._rx.unprotect(buf)
         except _LibSrtpError as exc:
@@ -212,6 +263,17 @@ class SrtpContext:
 
     def unprotect_rtcp(self, buf: bytes) -> bytes | None:
         """Decrypted RTCP compound packet, or None (auth failure, replay, malformed)."""
+        if self._fast:
+            rc = self._run(_srtp_unprotect_rtcp, self._ptr_rx, buf)
+            if rc == 0:
+                return self._buf[0:self._len[0]]
+            if rc == _ERR_AUTH:
+                self.rtcp_auth_failed += 1
+            elif rc in _ERR_REPLAY:
+                self.rtcp_replay += 1
+            else:
+                self.rtcp_bad_packet += 1
+            return None
         try:
             return self._rx.unprotect_rtcp(buf)
         except _LibSrtpError as exc:
@@ -227,10 +289,14 @@ class SrtpContext:
         return None
 
     def protect_rtp(self, buf: bytes | bytearray) -> bytes:
-        """SRTP packet for an RTP packet; raises SrtpError when libsrtp refuses it.
-
-        pylibsrtp takes only bytes: a bytearray (a DownTrack's rewritten packet) is copied once.
-        """
+        """SRTP packet for an RTP packet (bytes or a DownTrack's rewritten bytearray); raises
+        SrtpError when libsrtp refuses it."""
+        if self._fast:
+            rc = self._run(_srtp_protect, self._ptr_tx, buf)
+            if rc == 0:
+                return self._buf[0:self._len[0]]
+            self.protect_failed += 1
+            raise SrtpError(f"SRTP protect failed (libsrtp status {rc})")
         try:
             return self._tx.protect(buf if type(buf) is bytes else bytes(buf))
         except (_LibSrtpError, ValueError, TypeError) as exc:
@@ -239,6 +305,12 @@ class SrtpContext:
 
     def protect_rtcp(self, buf: bytes | bytearray) -> bytes:
         """SRTCP packet for an RTCP compound packet; raises SrtpError on failure."""
+        if self._fast:
+            rc = self._run(_srtp_protect_rtcp, self._ptr_tx, buf)
+            if rc == 0:
+                return self._buf[0:self._len[0]]
+            self.protect_failed += 1
+            raise SrtpError(f"SRTCP protect failed (libsrtp status {rc})")
         try:
             return self._tx.protect_rtcp(buf if type(buf) is bytes else bytes(buf))
         except (_LibSrtpError, ValueError, TypeError) as exc:
