@@ -229,7 +229,14 @@ class Session:
             joined["waiting"] = [_waiting(m) for m in members if m.presence is Presence.WAITING]
         self.state = State.JOINED
         self.send(p.msg("joined", **joined))
-        await self.hub.enter_media(self)
+        try:
+            await self.hub.enter_media(self)
+        except MediaError as e:  # no media worker right now: the client reconnects and tries again
+            log.warning("signaling: %s could not enter media (%s); asking it to reconnect", self.participant_id,
+                        e.code)
+            self.send(p.error("media_restarted", "the media server is restarting; reconnecting"))
+            self.close(p.CLOSE_SERVICE_RESTART, "media unavailable")
+            return
         if self.role is Role.PROVIDER:
             for m in members:
                 if m.presence is Presence.WAITING:

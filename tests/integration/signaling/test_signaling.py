@@ -284,6 +284,7 @@ async def test_a_worker_restart_sends_participants_to_reconnect(ln):
     c = await client(ln, "a1", "cli")
     try:
         await c.wait_for("joined")
+        await wait_until(lambda: ln.node.media.has_participant("a1", "cli"), 5, "in the media room")
         ln.node.media.worker_for("a1").kill()
         assert (await c.wait_for("error"))["code"] == "media_restarted"
         assert await c.wait_closed() == p.CLOSE_SERVICE_RESTART
