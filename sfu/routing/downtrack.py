@@ -11,6 +11,7 @@ buffer.
 from __future__ import annotations
 
 import struct
+from array import array
 from typing import TYPE_CHECKING
 
 from sfu.rtp.packet import RtpHeader
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 
 _SEQ_TS_SSRC = struct.Struct("!HII")
 _U16 = struct.Struct("!H")
-_HISTORY = 2048  # outgoing packets remembered for NACK answers (power of two)
+_HISTORY = 512  # outgoing packets remembered for NACK answers (power of two; ~4 s of video)
 _HMASK = _HISTORY - 1
 
 
@@ -66,10 +67,11 @@ class DownTrack:
         self.cname = cname
         self.counters = counters
         self._gen = 0
-        self._h_seq = [-1] * _HISTORY
-        self._h_ext = [0] * _HISTORY
-        self._h_ts = [0] * _HISTORY
-        self._h_gen = [0] * _HISTORY
+        # compact rings (8 bytes a slot, no int objects kept alive)
+        self._h_seq = array("q", [-1]) * _HISTORY
+        self._h_ext = array("q", bytes(8 * _HISTORY))
+        self._h_ts = array("q", bytes(8 * _HISTORY))
+        self._h_gen = array("q", bytes(8 * _HISTORY))
         self._last_in_ts = 0
         self._last_out_ts = 0
         self._hdr = RtpHeader()

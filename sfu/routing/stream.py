@@ -99,7 +99,9 @@ class RecvStream:
         # next packet confirms it (a restarted source), so one forged seq cannot stall the
         # stream; late retransmissions up to max_misorder behind are still accepted.
         self.stats = ReceiveStats(max_misorder=512)
-        self.buffer = RetransmissionBuffer()
+        # About a second of packets: NACKs come within a round trip, and older ones are refused
+        # anyway (max_age); a larger ring only costs memory (video ~1 Mbps ~ 110 packets/s).
+        self.buffer = RetransmissionBuffer(256 if self.is_video else 64)
         self.restarts = 0
         self.ext_map = ext_map  # publisher ext id -> subscribers' id, 0: erase (256 entries)
         self.ext_lengths = ext_lengths
