@@ -72,6 +72,7 @@ class JoinResult:
     claims: JoinClaims | None
     appointment: Appointment | None
     room: Room | None  # the room after the join (None when refused before a room existed)
+    message: str = ""  # what the person reads
 
     @property
     def code(self) -> Code:
@@ -143,7 +144,13 @@ class Rooms:
         elif decision.code is Code.ADMITTED and (previous is None or previous.presence is not Presence.ADMITTED):
             await self.webhooks.emit("participant.joined", self._pdata(apt.id, member))
             self.events.publish(RoomEvent(RoomEventType.ADMITTED, apt.id, claims.sub, member))
-        return JoinResult(decision, claims, apt, after)
+        return JoinResult(decision, claims, apt, after, decision.message)
+
+    def window_message(self, apt: Appointment, now: datetime) -> str:
+        if now < self.window.opens_at(apt):
+            return (f"Telehealth opens {self.config.join_early_minutes} minutes before your appointment. "
+                    f"Please open your join link from the portal again then.")
+        return "The time for this telehealth appointment has passed."
 
     async def _refused(self, decision: Decision, claims: JoinClaims | None, apt: Appointment | None,
                        room: Room | None) -> JoinResult:
@@ -152,7 +159,10 @@ class Rooms:
         if apt_id:  # an unverifiable token names no appointment we could file it under
             await self._audit(apt_id, "join", claims.sub if claims else "", claims.sub if claims else "",
                               decision.code.value)
-        return JoinResult(decision, claims, apt, room)
+        message = decision.message
+        if decision.code is Code.OUTSIDE_JOIN_WINDOW and apt is not None:
+            message = self.window_message(apt, self.clock())
+        return JoinResult(decision, claims, apt, room, message)
 
     # -- provider / practice actions ------------------------------------------------------------
 

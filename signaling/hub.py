@@ -164,6 +164,8 @@ class Hub:
                 "participant_id": pid, "name": e.member.name, "since": format_time(e.member.since)}))
             self._spawn(self._send_waiting_list(apt), "waiting list")
         elif t is RoomEventType.ADMITTED:
+            if e.member is not None and e.member.role is Role.PROVIDER:
+                self._tell_waiting(apt, provider_present=True)
             if target is not None and target.state is State.WAITING:
                 self.metrics.signaling_admitted_from_waiting.inc()
                 target.send(p.msg("admitted"))
@@ -183,12 +185,22 @@ class Hub:
             self._drop_from_media(apt, pid, "removed")
             self._spawn(self._send_waiting_list(apt), "waiting list")
         elif t is RoomEventType.LEFT:
+            if e.member is not None and e.member.role is Role.PROVIDER:
+                self._tell_waiting(apt, provider_present=False)
             self._drop_from_media(apt, pid, e.reason or "left")
             self._spawn(self._send_waiting_list(apt), "waiting list")
         elif t is RoomEventType.MUTED:
             self._spawn(self.media.set_muted(apt, pid, e.kind, e.muted, by="provider"), "mute")
         elif t is RoomEventType.CLOSED and e.reason != "empty":
             self._close_room(apt, e.reason)
+
+    def _tell_waiting(self, apt: str, provider_present: bool) -> None:
+        """Waiting clients learn whether their provider is there, and nothing else."""
+        message = ("Your provider will let you in soon." if provider_present
+                   else "Waiting for your provider to join.")
+        for s in self.by_room.get(apt, ()):
+            if s.state is State.WAITING:
+                s.send(p.msg("waiting", message=message, provider_present=provider_present))
 
     def _drop_from_media(self, apt: str, pid: str, reason: str) -> None:
         grace = self._grace.pop((apt, pid), None)

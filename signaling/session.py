@@ -196,7 +196,7 @@ class Session:
         code = result.code
         self.hub.metrics.joins.labels("refused" if result.decision.refused else code.value).inc()
         if result.decision.refused:
-            self.send(p.error(code.value, result.decision.message))
+            self.send(p.error(code.value, result.message or result.decision.message))
             self.close(p.CLOSE_CODES[code.value], code.value)
             return
         assert result.claims is not None and result.room is not None

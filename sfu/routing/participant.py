@@ -402,6 +402,12 @@ class Participant:
         """The next subscribe offer to send, when the tracks changed and no offer is out."""
         if self.sub_pending or not self.sub_dirty or self.subscribe_transport is None:
             return None
+        if not self.downtracks and self._sub_offer is not None:
+            # Nothing left to receive: an offer whose every section is stopped has no BUNDLE
+            # group, which max-bundle browsers refuse. The idle transceivers are harmless; the
+            # next offer (when someone publishes again) stops them properly.
+            self.sub_dirty = False
+            return None
         out = []
         for track_id, dt in self.downtracks.items():
             t = dt.track

@@ -38,9 +38,11 @@ class PublishedTrack:
         self.published_at = 0.0
 
     def set_source(self, stream: RecvStream, now: float) -> None:
+        """A new incoming stream feeds this slot (first publish, reconnect, new page): every
+        DownTrack continues its own sequence from the next keyframe."""
         previous = self.source
         self.source = stream
-        if previous is not None and previous is not stream:
+        if previous is not stream:
             for dt in self.downtracks:
                 dt.switch_source()
         if self.kind == "video":

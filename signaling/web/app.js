@@ -62,8 +62,9 @@
       body: "Please contact your provider's office to find a new time.",
     },
     outside_join_window: {
-      icon: "i-clock", title: "Telehealth opens 30 minutes before your appointment",
-      body: "Please come back closer to your appointment time. This link will work then.", retry: true,
+      icon: "i-clock", title: "Telehealth is not open right now", useServerMessage: true,
+      body: "Please come back closer to your appointment time and open your join link from the portal again.",
+      retry: true,
     },
     not_on_roster: {
       icon: "i-user-x", title: "This session is for someone else",
@@ -256,8 +257,9 @@
     const spec = S.role === "provider" || S.claims.role === "provider" ? { ...base, ...(base.provider || {}) } : base;
     $("message-icon").setAttribute("href", `#${spec.icon}`);
     $("message-card").dataset.code = code;
-    $("message-title").textContent = spec.title;
-    $("message-body").textContent = spec.body;
+    $("message-title").textContent = spec.useServerMessage && serverMessage ? serverMessage.split(". ")[0].replace(/\.$/, "") : spec.title;
+    $("message-body").textContent = spec.useServerMessage && serverMessage && serverMessage.includes(". ")
+      ? serverMessage.slice(serverMessage.indexOf(". ") + 2) : spec.body;
     const hint = $("message-hint");
     hint.hidden = !(SCREENS[code] === undefined && serverMessage);
     hint.textContent = hint.hidden ? "" : serverMessage;
@@ -655,8 +657,9 @@
       endSession("connection_lost");
       return;
     }
+    // after a media server restart give the new worker a moment; a plain drop retries at once
     const delay = code === CLOSE_SERVICE_RESTART && S.reconnect.attempt === 0
-      ? 200 : RECONNECT_DELAYS_MS[Math.min(S.reconnect.attempt, RECONNECT_DELAYS_MS.length - 1)];
+      ? 800 : RECONNECT_DELAYS_MS[Math.min(S.reconnect.attempt, RECONNECT_DELAYS_MS.length - 1)];
     S.reconnect.attempt++;
     clearTimeout(S.reconnect.timer);
     S.reconnect.timer = setTimeout(() => {
@@ -1113,7 +1116,7 @@
       noteEl.hidden = false;
       noteEl.textContent = S.role === "provider"
         ? (S.waiting.length ? "Someone is in the waiting room. Open Participants to let them in." : "Your client will appear here when they join.")
-        : "Waiting for others to join…";
+        : "You're in. Your provider will join you shortly.";
     } else {
       noteEl.hidden = true;
     }
@@ -1280,14 +1283,16 @@
       const li = personRow(name, sub, p.participant_id);
       if (provider && p.role !== "provider") {
         const actions = li.querySelector(".person-actions");
-        const mute = button(p.audioMuted ? "Muted" : "Mute", "btn btn-small btn-quiet", () => {
-          send({ type: "mute_participant", participant_id: p.participant_id, kind: "audio", muted: true });
-        });
-        mute.disabled = p.audioMuted;
-        mute.setAttribute("aria-label", p.audioMuted ? `${name} is muted` : `Mute ${name}`);
+        if (!p.audioMuted) { // a provider can mute someone, never unmute them
+          const mute = button("Mute", "btn btn-small btn-quiet", () => {
+            send({ type: "mute_participant", participant_id: p.participant_id, kind: "audio", muted: true });
+          });
+          mute.setAttribute("aria-label", `Mute ${name}`);
+          actions.append(mute);
+        }
         const remove = button("Remove", "btn btn-small btn-danger-quiet", () => confirmRemove(p.participant_id));
         remove.setAttribute("aria-label", `Remove ${name}`);
-        actions.append(mute, remove);
+        actions.append(remove);
       }
       il.appendChild(li);
     }
@@ -1493,11 +1498,14 @@
             framesDecoded: s.framesDecoded ?? 0, packetsReceived: s.packetsReceived ?? 0,
             bytesReceived: s.bytesReceived ?? 0, packetsLost: s.packetsLost ?? 0,
             frameWidth: s.frameWidth ?? 0, frameHeight: s.frameHeight ?? 0,
+            keyFramesDecoded: s.keyFramesDecoded ?? 0, framesDropped: s.framesDropped ?? 0,
+            pliCount: s.pliCount ?? 0, nackCount: s.nackCount ?? 0, ssrc: s.ssrc,
           });
         } else if (s.type === "outbound-rtp") {
           out.outbound.push({
             pc: name, kind: s.kind, mid: s.mid ?? null, packetsSent: s.packetsSent ?? 0,
             bytesSent: s.bytesSent ?? 0, framesEncoded: s.framesEncoded ?? 0,
+            keyFramesEncoded: s.keyFramesEncoded ?? 0, pliCount: s.pliCount ?? 0, ssrc: s.ssrc,
           });
         }
       });

@@ -115,3 +115,52 @@ async def test_publisher_reconnects_and_the_subscriber_stream_stays_continuous(s
     finally:
         await pub.close()
         await sub.close()
+
+
+async def test_a_participant_back_on_a_new_page_keeps_everyone_receiving(sfu):
+    """What signaling does when someone rejoins within the grace period from a new page:
+    their transports are reset and they publish again on a new connection; the others keep
+    their subscriptions (no new offer needed) and receive the new source."""
+    pub = AiortcParticipant("pub", "red")
+    sub = AiortcParticipant("sub", None, audio=False)
+    try:
+        await sfu.join(pub)
+        await sfu.join(sub, publish=False)
+        await wait_until(lambda: (v := sub.video_from("pub")) is not None and v.frames >= 10, 15, "red")
+        offers = sub.offers
+        sfu.worker.handle("reset_participant", {"room_id": "room-1", "participant_id": "pub"})
+        await pub.close()
+        pub2 = AiortcParticipant("pub", "blue")
+        sfu.signaling.peers["pub"] = pub2
+        await pub2.publish(sfu.publish_offer)
+        await wait_until(lambda: sub.video_from("pub").colours.get("blue", 0) >= 10, 15, "blue after the reset")
+        assert sub.offers == offers
+        await pub2.close()
+    finally:
+        await pub.close()
+        await sub.close()
+
+
+async def test_no_subscribe_offer_without_tracks(sfu):
+    """When the last publisher leaves, the subscriber is not sent an offer whose every section
+    is stopped (max-bundle browsers refuse one without a BUNDLE group)."""
+    pub = AiortcParticipant("pub", "red")
+    sub = AiortcParticipant("sub", None, audio=False)
+    try:
+        await sfu.join(pub)
+        await sfu.join(sub, publish=False)
+        await wait_until(lambda: (v := sub.video_from("pub")) is not None and v.frames > 3, 15, "video")
+        offers = [e for e in sfu.signaling.of_type("subscribe_offer") if e["participant_id"] == "sub"]
+        sfu.leave("pub")
+        await asyncio.sleep(0.3)
+        after = [e for e in sfu.signaling.of_type("subscribe_offer") if e["participant_id"] == "sub"]
+        assert len(after) == len(offers)
+        assert any(e["type"] == "track_unpublished" for e in sfu.signaling.events)
+        # and when someone publishes again, the next offer works
+        again = AiortcParticipant("pub2", "green")
+        await sfu.join(again)
+        await wait_until(lambda: (v := sub.video_from("pub2")) is not None and v.frames > 3, 15, "new video")
+        await again.close()
+    finally:
+        await pub.close()
+        await sub.close()

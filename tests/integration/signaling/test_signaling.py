@@ -35,6 +35,7 @@ async def test_waiting_room_admit_and_both_sides_see_each_other(ln):
         w = await c.wait_for("waiting")
         assert w["provider_present"] is False  # "waiting for your provider"
         pr = await client(ln, "a1", "prov", AiortcParticipant("prov", "red"))
+        assert (await c.wait_for("waiting", count=2))["provider_present"] is True  # the provider arrived
         joined = await pr.wait_for("joined")
         assert joined["participant"]["role"] == "provider"
         assert [x["participant_id"] for x in joined["waiting"]] == ["cli"]
@@ -54,7 +55,7 @@ async def test_waiting_room_admit_and_both_sides_see_each_other(ln):
         await c.wait_for("connection_quality", timeout=5)
         # before admission the client heard nothing about the room
         before = c.types()[: c.types().index("admitted")]
-        assert before == ["waiting"], before
+        assert before == ["waiting", "waiting"], before
     finally:
         await c.close()
         if pr:
@@ -204,8 +205,11 @@ async def test_waiting_clients_never_learn_of_each_other(ln):
     try:
         await pr.wait_for("joined")
         await asyncio.sleep(0.3)
-        assert a.types() == ["waiting"] and b.types() == ["waiting"]
+        # they hear only whether their provider is there, never about each other
+        assert set(a.types()) == {"waiting"} and set(b.types()) == {"waiting"}
+        assert "c2" not in json.dumps(a.messages) and "c1" not in json.dumps(b.messages)
         assert (await a.wait_for("waiting"))["provider_present"] is False
+        assert a.messages[-1]["provider_present"] is True
         lst = await pr.wait_for("waiting_list")
         assert sorted(x["participant_id"] for x in lst["participants"]) == ["c1", "c2"]
         await pr.send({"type": "admit_all"})
