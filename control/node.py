@@ -7,6 +7,7 @@ import logging
 import secrets
 import socket
 
+from control.background import Background
 from control.config import Config
 from control.events import RoomEvents
 from control.media import MediaPlane
@@ -35,7 +36,7 @@ class Node:
         self.rooms = Rooms(self.store, self.tokens, self.webhooks, self.events, self.metrics, config.rooms,
                            self.node_id)
         self.reminders = Reminders(self.store, self.webhooks, self.metrics, config.rooms.reminder_lead_minutes)
-        self._gauges: asyncio.Task[None] | None = None
+        self._gauges = Background("gauges", self._refresh_gauges)
         self.started = False
         self.media: MediaPlane | None = None
         if media:
@@ -51,18 +52,13 @@ class Node:
             await self.media.start()
         self.webhooks.start()
         self.reminders.start()
-        self._gauges = asyncio.get_running_loop().create_task(self._refresh_gauges(), name="gauges")
+        self._gauges.start()
         self.started = True
         log.info("node %s started (store %s)", self.node_id, self.store.kind)
 
     async def stop(self) -> None:
         self.started = False
-        if self._gauges is not None:
-            self._gauges.cancel()
-            try:
-                await self._gauges
-            except asyncio.CancelledError:
-                pass
+        await self._gauges.stop()
         await self.reminders.stop()
         await self.webhooks.stop()
         if self.media is not None:

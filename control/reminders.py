@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from control.background import Background
 from control.domain.models import Appointment, AppointmentStatus, format_time, utcnow
 from control.metrics import Metrics
 from control.store.base import Store
@@ -35,7 +36,7 @@ class Reminders:
         self.lead = timedelta(minutes=lead_minutes)
         self.clock = clock
         self.interval = interval_seconds
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Background("reminders", self._run)
 
     async def appointment_changed(self, apt: Appointment) -> None:
         """Called after every PUT of an appointment."""
@@ -61,17 +62,10 @@ class Reminders:
         return emitted
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="reminders")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await self._loop.stop()
 
     async def _run(self) -> None:
         while True:

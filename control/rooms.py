@@ -13,7 +13,15 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from control.config import RoomsConfig
-from control.domain.admission import Authority, Code, Decision, JoinClaims, JoinWindow, decide, may_manage
+from control.domain.admission import (
+    Authority,
+    Code,
+    Decision,
+    JoinClaims,
+    JoinWindow,
+    decide,
+    may_manage,
+)
 from control.domain.models import (
     Appointment,
     AuditEntry,

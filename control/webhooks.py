@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 
+from control.background import Background
 from control.config import WebhooksConfig
 from control.domain.models import format_time, utcnow
 from control.metrics import Metrics
@@ -74,7 +75,7 @@ class Webhooks:
         self.metrics = metrics
         self.clock = clock
         self.enabled = bool(config.url)
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Background("webhook-dispatcher", self._run)
         self._wake = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
         self._inflight: set[asyncio.Task[None]] = set()
@@ -92,17 +93,11 @@ class Webhooks:
         return event
 
     def start(self) -> None:
-        if self.enabled and self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="webhook-dispatcher")
+        if self.enabled:
+            self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await self._loop.stop()
         for t in list(self._inflight):
             t.cancel()
         if self._inflight:

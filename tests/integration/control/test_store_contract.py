@@ -29,8 +29,8 @@ async def store(request):
     if request.param == "memory":
         yield MemoryStore()
         return
-    from tests.conftest import cleanup_redis_store
     from control.store.redis import RedisStore
+    from tests.conftest import cleanup_redis_store
 
     prefix = request.getfixturevalue("redis_prefix")
     s = RedisStore.from_url(request.getfixturevalue("redis_url"), prefix=prefix)

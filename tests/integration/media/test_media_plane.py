@@ -131,8 +131,8 @@ async def test_worker_figures_reach_prometheus(plane):
         w = plane.worker_for("m")
         await wait_until(lambda: w.last_stats.get("video_out", 0) > 0, 10, "stats with forwarded video")
         text = generate_latest(registry).decode()
-        line = next(l for l in text.splitlines()
-                    if l.startswith(f'telesfu_media_packets_total{{direction="out",kind="video",worker="{w.index}"}}'))
+        line = next(row for row in text.splitlines()
+                    if row.startswith(f'telesfu_media_packets_total{{direction="out",kind="video",worker="{w.index}"}}'))
         assert float(line.split()[-1]) > 0
         assert f'telesfu_media_worker_up{{worker="{w.index}"}} 1.0' in text
         assert "metrics-a" not in text and "127.0.0.1" not in text  # no ids or addresses in labels
