@@ -240,11 +240,12 @@ class IceLiteRegistry(Generic[T]):
     IPv6 4-tuples to (host, port) before both handle_stun and get_by_address).
     """
 
-    __slots__ = ("_by_ufrag", "_by_address")
+    __slots__ = ("_by_ufrag", "_by_address", "_provisional")
 
     def __init__(self) -> None:
         self._by_ufrag: dict[str, tuple[IceLite, T]] = {}
         self._by_address: dict[Address, T] = {}
+        self._provisional: dict[str, Address] = {}  # local ufrag -> address routed before nomination
 
     @property
     def by_address(self) -> dict[Address, T]:
@@ -281,6 +282,9 @@ class IceLiteRegistry(Generic[T]):
         addr = ice.selected_address
         if addr is not None and self._by_address.get(addr) is transport:
             del self._by_address[addr]
+        prov = self._provisional.pop(ice.local_ufrag, None)
+        if prov is not None and self._by_address.get(prov) is transport:
+            del self._by_address[prov]
         return transport
 
     def get_by_ufrag(self, ufrag: str) -> T | None:
@@ -318,6 +322,17 @@ class IceLiteRegistry(Generic[T]):
             return found, early[0], early[1]
         old = ice.selected_address
         response, event = ice.handle_message(msg, buf, addr, now)
+        if event == EVENT_CHECK and ice.selected_address is None:
+            # A valid check before any nomination: route this address to the transport
+            # provisionally (one address at most), so a DTLS flight sent as soon as the peer
+            # sees the check succeed is not dropped. Nomination decides and releases it.
+            if addr not in self._by_address and ice.local_ufrag not in self._provisional:
+                self._by_address[addr] = transport
+                self._provisional[ice.local_ufrag] = addr
+            return transport, response, event
+        prov = self._provisional.pop(ice.local_ufrag, None) if ice.selected_address is not None else None
+        if prov is not None and prov != ice.selected_address and self._by_address.get(prov) is transport:
+            del self._by_address[prov]
         # A valid check from the selected address claims it, also back from a
         # transport that took it over meanwhile.
         if event <= EVENT_ADDRESS_CHANGED and ice.selected_address == addr:

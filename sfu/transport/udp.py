@@ -400,6 +400,7 @@ class MediaEndpoint(asyncio.DatagramProtocol):
             self.send_on(sock, response, addr)
         if transport is not None and (
             event == ice_lite.EVENT_SELECTED or event == ice_lite.EVENT_ADDRESS_CHANGED
+            or (event == ice_lite.EVENT_CHECK and transport.remote_address is None)  # provisional
         ):
             transport._on_selected(addr, sock)
 
