@@ -298,3 +298,25 @@ async def test_a_worker_restart_sends_participants_to_reconnect(ln):
         await c2.close()
     finally:
         await c.close()
+
+
+async def test_the_session_ends_when_the_join_window_closes(ln):
+    now = utcnow()
+    # ended 30 minutes ago less 2 seconds: with join_late_minutes = 30 the window closes in 2 s
+    start = now - timedelta(minutes=40)
+    await ln.setup_appointment("a1", provider="prov", clients=("cli",), starts_at=start,
+                               minutes=10)
+    body = (await ln.call("GET", "/v1/appointments/a1"))[1]
+    body = {k: body[k] for k in ("provider_id", "client_ids", "telehealth", "starts_at")}
+    body["ends_at"] = (now - timedelta(minutes=30) + timedelta(seconds=2)).isoformat()
+    assert (await ln.call("PUT", "/v1/appointments/a1", body))[0] == 200
+    c = await client(ln, "a1", "cli")
+    try:
+        await c.wait_for("joined")
+        closed = await c.wait_for("room_closed", timeout=8)
+        assert closed["reason"] == "window_closed"
+        assert await c.wait_closed() == p.CLOSE_LEFT
+        audit = (await ln.call("GET", "/v1/audit?appointment_id=a1"))[1]["entries"]
+        assert any(e["action"] == "end" and e["code"] == "window_closed" for e in audit)
+    finally:
+        await c.close()
