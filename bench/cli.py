@@ -12,7 +12,14 @@ def main(argv: list[str]) -> int:
     from bench import control as control_bench
 
     control_bench.add_arguments(p_control)
+    p_media = sub.add_parser("media", help="media plane: SFU CPU per forwarded packet and forwarding delay "
+                                           "under synthetic WebRTC load")
+    from bench import media as media_bench
+
+    media_bench.add_arguments(p_media)
     args = parser.parse_args(argv)
     if args.scenario == "control":
         return control_bench.run(args)
+    if args.scenario == "media":
+        return media_bench.run(args)
     return 2

@@ -1,0 +1,886 @@
+"""`telesfu bench media`: what forwarding costs the media plane, and the delay it adds.
+
+A `MediaPlane` runs in this process (its workers are separate processes) on a free UDP
+port range of 127.0.0.1; synthetic participants (`bench.synthetic`) in this process join
+rooms through it, publish pre-encoded VP8 (~1 Mbps, 30 fps) and Opus, and receive what
+the SFU forwards. Scenarios: `one-to-one --rooms N`, `group --size K --rooms N`,
+`fanout --subscribers K` (one publisher, K subscribe-only), and `suite` (the issue's set:
+1:1 x1, 1:1 x5, group of 6, fan-out 1->20).
+
+After everyone receives every stream and a warm-up, the measurement window reads, once a
+second, the workers' CPU time (/proc/<pid>/stat) and counters (the `stats` command), the
+load generator's own CPU and its delay histograms. Figures, per run:
+
+- forwarded packets/s and Mbps: RTP packets the workers' transports sent to subscribers
+  (`rtp_packets_out`, retransmissions included) and their SRTP bytes;
+- SFU CPU time per forwarded packet: worker utime+stime over the window / forwarded packets;
+- SFU cores per 1:1 session (one-to-one only), worker RSS growth per participant;
+- one-way delay publisher -> subscriber p50/p95/p99 from abs-send-time (same host clock),
+  which includes the kernel's loopback and the generator's own scheduling;
+- loss, jitter, NACKs, retransmissions, PLIs on both sides;
+- the generator's CPU: above ~70% of a core it, not the SFU, may be the limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import platform
+import shlex
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.media_source import EncodedMedia, load_media
+from bench.synthetic import LoadGenerator, histogram_summary, new_histogram
+from control.config import MediaConfig
+from control.media import MediaPlane, cpu_seconds_of
+
+REPO = Path(__file__).resolve().parents[1]
+
+AIM_US_PER_PACKET = 12.0  # group and fan-out
+AIM_CORES_PER_SESSION = 0.013  # one-to-one
+JANUS_US_PER_PACKET = {"group": 23.0, "fanout": 28.0, "one-to-one": 93.0}
+JANUS_CORES_PER_SESSION = 0.027
+GENERATOR_WARN_CORES = 0.7
+QUIET_OTHERS_CORES = 0.25  # a second counts as quiet when other processes used less than this
+
+SAMPLE_INTERVAL = 1.0
+DRAIN_SECONDS = 0.5
+READY_TIMEOUT_BASE = 20.0
+READY_TIMEOUT_PER_PARTICIPANT = 0.25
+MAX_PARTICIPANTS = 2000
+MAX_DURATION = 3600.0
+
+# Per-worker counters summed over workers (WorkerCounters and endpoint/transport totals).
+_WORKER_COUNTERS = ("rtp_in", "rtp_in_bytes", "audio_in", "video_in", "rtcp_in", "rtcp_out", "nacks_in", "nacks_out",
+                    "retransmits", "retransmit_misses", "plis_in", "plis_out", "firs_out", "keyframe_waits",
+                    "keyframes_in")
+_TRANSPORT_COUNTERS = ("rtp_packets_out", "rtp_bytes_out", "rtp_packets_in", "rtcp_packets_out", "rtcp_packets_in",
+                       "send_buffer_full", "send_error", "send_no_socket", "unknown_address", "internal_error",
+                       "srtp_auth_failed", "srtp_replay", "srtp_bad_packet", "srtp_before_connected",
+                       "send_not_connected", "send_protect_failed")
+
+
+# -- scenarios -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Scenario:
+    """`rooms` rooms of `members`; the first `publishers` of each room publish audio and video."""
+
+    kind: str  # one-to-one | group | fanout
+    rooms: int
+    members: int
+    publishers: int
+    publisher_subscribes: bool = True
+
+    def __post_init__(self) -> None:
+        if self.rooms < 1 or self.members < 2 or not 1 <= self.publishers <= self.members:
+            raise ValueError("a scenario needs rooms >= 1, members >= 2 and 1..members publishers")
+        if self.participants > MAX_PARTICIPANTS:
+            raise ValueError(f"at most {MAX_PARTICIPANTS} participants")
+
+    @property
+    def name(self) -> str:
+        if self.kind == "one-to-one":
+            return f"1:1 x{self.rooms}"
+        if self.kind == "group":
+            return f"group of {self.members}" + (f" x{self.rooms}" if self.rooms > 1 else "")
+        return f"fan-out 1->{self.members - 1}" + (f" x{self.rooms}" if self.rooms > 1 else "")
+
+    @property
+    def participants(self) -> int:
+        return self.rooms * self.members
+
+    def members_of(self, room: int) -> list[tuple[str, bool, bool]]:
+        """(participant id, publishes, subscribes) of one room."""
+        out = []
+        for i in range(self.members):
+            publishes = i < self.publishers
+            out.append((f"r{room}-p{i}", publishes, not publishes or self.publisher_subscribes))
+        return out
+
+    def expected(self, room: int) -> dict[str, set[tuple[str, str]]]:
+        """What each subscribing member of a room must receive: (publisher id, kind)."""
+        members = self.members_of(room)
+        pubs = [pid for pid, publishes, _ in members if publishes]
+        return {pid: {(p, k) for p in pubs if p != pid for k in ("audio", "video")}
+                for pid, _, subscribes in members if subscribes}
+
+    @property
+    def forwarded_streams(self) -> int:
+        return sum(len(v) for room in range(self.rooms) for v in self.expected(room).values())
+
+    @property
+    def sessions(self) -> int:
+        return self.rooms if self.kind == "one-to-one" else 0
+
+
+def one_to_one(rooms: int = 1) -> Scenario:
+    return Scenario("one-to-one", rooms, 2, 2)
+
+
+def group(size: int = 6, rooms: int = 1) -> Scenario:
+    return Scenario("group", rooms, size, size)
+
+
+def fanout(subscribers: int = 20, rooms: int = 1) -> Scenario:
+    return Scenario("fanout", rooms, subscribers + 1, 1, publisher_subscribes=False)
+
+
+def suite() -> list[Scenario]:
+    """The issue's set: a 1:1 room, five 1:1 rooms, a group of 6, a fan-out to 20."""
+    return [one_to_one(1), one_to_one(5), group(6), fanout(20)]
+
+
+# -- /proc and the machine ---------------------------------------------------------------------------
+
+def user_system_seconds(pid: int) -> tuple[float, float]:
+    """(utime, stime) of a process in seconds, from /proc/<pid>/stat; zeros when unavailable."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        tick = os.sysconf("SC_CLK_TCK")
+        return int(fields[11]) / tick, int(fields[12]) / tick
+    except (OSError, ValueError, IndexError):
+        return 0.0, 0.0
+
+
+def rss_kb(pid: int) -> int:
+    """VmRSS of a process in kB (0 when unavailable)."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def cpu_ns_of(pid: int) -> int:
+    """CPU time of every thread of a process in ns, from /proc/<pid>/task/*/schedstat
+    (nanosecond resolution, where utime+stime advance by clock ticks); 0 when unavailable."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as fh:
+                total += int(fh.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
+
+
+def system_cpu() -> tuple[float, float]:
+    """(busy, steal) CPU seconds of the whole machine since boot, from /proc/stat."""
+    try:
+        with open("/proc/stat") as fh:
+            v = [int(x) for x in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    busy = v[0] + v[1] + v[2] + (v[5] + v[6] if len(v) > 6 else 0)
+    return busy / tick, (v[7] if len(v) > 7 else 0) / tick
+
+
+def machine_info() -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    commit = ""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                             timeout=5)
+        commit = out.stdout.strip() if out.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        usable = os.cpu_count() or 1
+    return {"nproc": usable, "cpu_model": model, "python": platform.python_version(),
+            "platform": platform.platform(), "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "git_commit": commit}
+
+
+def free_udp_port(count: int, host: str = "127.0.0.1") -> int:
+    """A port p such that p..p+count-1 are free on `host` right now (the workers bind them next)."""
+    for _ in range(100):
+        socks: list[socket.socket] = []
+        try:
+            first = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            socks.append(first)
+            first.bind((host, 0))
+            base = int(first.getsockname()[1])
+            if base + count > 65535:
+                continue
+            for i in range(1, count):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(s)
+                s.bind((host, base + i))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no {count} consecutive free UDP ports on {host}")
+
+
+# -- sampling -----------------------------------------------------------------------------------------
+
+@dataclass
+class Sample:
+    """Everything read at one instant of a run."""
+
+    t: float
+    sfu_cpu: float  # utime+stime of the workers (/proc/<pid>/stat, clock ticks)
+    sfu_cpu_ns: int  # the same from schedstat, in ns
+    sfu_system: float  # the stime part of sfu_cpu (in the kernel: mostly the UDP syscalls)
+    gen_cpu: float
+    busy: float
+    steal: float
+    sfu: dict[str, int]
+    gen: dict[str, int]
+    loop_lag: float
+    delay_audio: list[int]
+    delay_video: list[int]
+    loss: tuple[int, int]  # (expected, lost) over every received stream
+    rss_kb: int  # the workers' VmRSS
+
+
+class Sampler:
+    __slots__ = ("plane", "pids", "gen")
+
+    def __init__(self, plane: MediaPlane, pids: list[int], gen: LoadGenerator) -> None:
+        self.plane = plane
+        self.pids = pids
+        self.gen = gen
+
+    async def take(self) -> Sample:
+        t = time.monotonic()
+        sfu_cpu = 0.0
+        sfu_ns = 0
+        sfu_sys = 0.0
+        for pid in self.pids:
+            try:
+                sfu_cpu += cpu_seconds_of(pid)
+            except OSError:
+                pass
+            sfu_ns += cpu_ns_of(pid)
+            sfu_sys += user_system_seconds(pid)[1]
+        gen_cpu = time.process_time()
+        busy, steal = system_cpu()
+        stats = await self.plane.stats()
+        sfu = dict.fromkeys(_WORKER_COUNTERS + _TRANSPORT_COUNTERS, 0)
+        lag = 0.0
+        drops = 0
+        for s in stats:
+            counters = s.get("counters") or {}
+            transport = s.get("transport") or {}
+            for k in _WORKER_COUNTERS:
+                sfu[k] += int(counters.get(k, 0))
+            for k in _TRANSPORT_COUNTERS:
+                sfu[k] += int(transport.get(k, 0))
+            drops += sum(int(v) for v in (counters.get("drops") or {}).values())
+            lag = max(lag, float(s.get("loop_lag_seconds", 0.0)))
+        sfu["routing_drops"] = drops
+        audio, video = self.gen.take_delay_interval()
+        expected = lost = 0
+        for sub in self.gen.subscribers:
+            for st in sub.streams.values():
+                expected += st.stats.expected
+                lost += st.stats.lost
+        return Sample(t, sfu_cpu, sfu_ns, sfu_sys, gen_cpu, busy, steal, sfu, self.gen.counters.snapshot(), lag, audio, video,
+                      (expected, lost), sum(rss_kb(pid) for pid in self.pids))
+
+
+def _delta(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    return {k: b.get(k, 0) - a.get(k, 0) for k in b}
+
+
+def _sum_hist(samples: Sequence[Sample], kind: str) -> list[int]:
+    total = new_histogram()
+    for s in samples:
+        h = s.delay_audio if kind == "audio" else s.delay_video
+        for i, v in enumerate(h):
+            if v:
+                total[i] += v
+    return total
+
+
+def _add(a: list[int], b: list[int]) -> list[int]:
+    return [x + y for x, y in zip(a, b, strict=True)]
+
+
+# -- one run ------------------------------------------------------------------------------------------
+
+ProgressFn = Callable[[str, float, float, str], None]  # (phase, elapsed, total, info)
+
+
+async def run_scenario(scenario: Scenario, media: EncodedMedia, *, duration: float = 20.0, warmup: float = 3.0,
+                       workers: int = 1, udp_port: int = 0, seed: int | None = 1, join_concurrency: int = 8,
+                       loss: float = 0.0, progress: ProgressFn | None = None) -> dict[str, Any]:
+    """Run one scenario against a fresh MediaPlane; returns its figures (see the module docstring)."""
+    if not 0 < duration <= MAX_DURATION or warmup < 0 or workers < 1 or join_concurrency < 1:
+        raise ValueError("duration in (0, 3600], warmup >= 0, workers >= 1, join_concurrency >= 1")
+    port = udp_port or free_udp_port(workers)
+    plane = MediaPlane(MediaConfig(workers=workers, udp_port=port, listen_ips=["127.0.0.1"],
+                                   allowed_source_networks=["127.0.0.0/8"]))
+    report: dict[str, Any] = {"scenario": {**asdict(scenario), "name": scenario.name,
+                                           "participants": scenario.participants,
+                                           "forwarded_streams": scenario.forwarded_streams,
+                                           "sessions": scenario.sessions},
+                              "params": {"duration": duration, "warmup": warmup, "workers": workers, "udp_port": port,
+                                         "seed": seed, "join_concurrency": join_concurrency, "loss": loss}}
+    await plane.start()
+    gen = LoadGenerator(media, plane, seed=seed, loss=loss)
+    unsubscribe = plane.subscribe("*", gen.on_event)
+    try:
+        pids = plane.worker_pids()
+        sampler = Sampler(plane, pids, gen)
+        rss_start = sum(rss_kb(pid) for pid in pids)
+        gen.start()
+        t0 = time.monotonic()
+        rss_first = await _join_all(scenario, gen, join_concurrency, progress,
+                                    lambda: sum(rss_kb(pid) for pid in pids))
+        joined = time.monotonic() - t0
+        missing = await _wait_ready(scenario, gen, progress)
+        ready = time.monotonic() - t0
+        gc.collect()
+        gc.freeze()  # the generator's long-lived objects out of the collector's way
+        rss_ready = sum(rss_kb(pid) for pid in pids)
+        samples, w0 = await _measure(sampler, warmup, duration, progress)
+        rss_end = sum(rss_kb(pid) for pid in pids)
+        gen.stop_sending()
+        await asyncio.sleep(DRAIN_SECONDS)
+        final = await sampler.take()
+        report["setup"] = {"join_seconds": round(joined, 3), "ready_seconds": round(ready, 3),
+                           "not_ready": missing, "worker_pids": pids}
+        report.update(_figures(scenario, samples, w0, final, gen, (rss_start, rss_first, rss_ready, rss_end)))
+    finally:
+        gc.unfreeze()
+        unsubscribe()
+        await gen.close()
+        await plane.stop()
+    return report
+
+
+async def _join_all(scenario: Scenario, gen: LoadGenerator, concurrency: int, progress: ProgressFn | None,
+                    measure: Callable[[], int]) -> int:
+    """Join everyone, the first participant alone; returns `measure()` taken right after that first
+    one joined (the worker's one-time costs are then paid, so later growth is per participant)."""
+    sem = asyncio.Semaphore(concurrency)
+    done = 0
+    total = scenario.participants
+    t0 = time.monotonic()
+
+    async def one(room_id: str, pid: str, publish: bool, subscribe: bool) -> None:
+        nonlocal done
+        async with sem:
+            await gen.add(room_id, pid, publish=publish, subscribe=subscribe)
+        done += 1
+        if progress is not None:
+            progress("joining", done, total, f"{done}/{total} participants")
+
+    plan = []
+    for room in range(scenario.rooms):
+        # publishers first, so subscribers' first offers already carry every track
+        members = sorted(scenario.members_of(room), key=lambda m: not m[1])
+        plan += [(f"room-{room}", pid, publish, subscribe) for pid, publish, subscribe in members]
+    await one(*plan[0])
+    await asyncio.sleep(0.2)
+    first = measure()
+    results = await asyncio.gather(*(one(*m) for m in plan[1:]), return_exceptions=True)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if errors:
+        raise RuntimeError(f"{len(errors)} participant(s) failed to join: {errors[0]!r}") from errors[0]
+    if progress is not None:
+        progress("joining", total, total, f"{total} joined in {time.monotonic() - t0:.1f} s")
+    return first
+
+
+async def _wait_ready(scenario: Scenario, gen: LoadGenerator, progress: ProgressFn | None) -> list[str]:
+    """Wait until every subscriber has received audio and video from every publisher of its room."""
+    expected = {(f"room-{room}", pid): want for room in range(scenario.rooms)
+                for pid, want in scenario.expected(room).items()}
+    timeout = READY_TIMEOUT_BASE + READY_TIMEOUT_PER_PARTICIPANT * scenario.participants
+    deadline = time.monotonic() + timeout
+    while True:
+        missing = []
+        for key, want in expected.items():
+            p = gen.participants.get(key)
+            got = p.subscriber.received_from() if p is not None and p.subscriber is not None else set()
+            if not want <= got:
+                missing.append(f"{key[1]} lacks {sorted(want - got)}")
+        if progress is not None:
+            progress("connecting", len(expected) - len(missing), len(expected),
+                     f"{len(expected) - len(missing)}/{len(expected)} subscribers receive everything")
+        if not missing or time.monotonic() > deadline:
+            return missing
+        await asyncio.sleep(0.1)
+
+
+async def _measure(sampler: Sampler, warmup: float, duration: float,
+                   progress: ProgressFn | None) -> tuple[list[Sample], int]:
+    """Samples every SAMPLE_INTERVAL (and exactly at the end of the warm-up); returns them and
+    the index of the window's first sample."""
+    total = warmup + duration
+    marks = {round(k * SAMPLE_INTERVAL, 6) for k in range(1, int(total / SAMPLE_INTERVAL) + 1)}
+    marks |= {round(warmup, 6), round(total, 6)}
+    schedule = sorted(m for m in marks if 0 < m <= total)
+    samples = [await sampler.take()]
+    start = samples[0].t
+    w0 = 0
+    for mark in schedule:
+        await asyncio.sleep(max(0.0, start + mark - time.monotonic()))
+        s = await sampler.take()
+        samples.append(s)
+        if mark == round(warmup, 6):
+            w0 = len(samples) - 1
+        if progress is not None:
+            progress("warm-up" if mark <= warmup else "measuring", s.t - start, total, _live_info(samples[-2], s))
+    return samples, w0
+
+
+def _precise_cpu(a: Sample, b: Sample) -> float:
+    """Worker CPU seconds between two samples: schedstat (ns) when the kernel has it, else utime+stime."""
+    if a.sfu_cpu_ns and b.sfu_cpu_ns:
+        return (b.sfu_cpu_ns - a.sfu_cpu_ns) / 1e9
+    return b.sfu_cpu - a.sfu_cpu
+
+
+def _live_info(a: Sample, b: Sample) -> str:
+    dt = max(b.t - a.t, 1e-9)
+    fwd = b.sfu["rtp_packets_out"] - a.sfu["rtp_packets_out"]
+    cpu = _precise_cpu(a, b)
+    d = histogram_summary(_add(b.delay_audio, b.delay_video))
+    us = f"{cpu / fwd * 1e6:.1f} us/pkt" if fwd else "- us/pkt"
+    return (f"{fwd / dt:,.0f} pkt/s  SFU {cpu / dt:.2f} cores  {us}  delay p50 {d['p50_ms']:.2f} "
+            f"p99 {d['p99_ms']:.2f} ms  gen {(b.gen_cpu - a.gen_cpu) / dt:.2f} cores")
+
+
+def _figures(scenario: Scenario, samples: list[Sample], w0: int, final: Sample, gen: LoadGenerator,
+             rss: tuple[int, int, int, int]) -> dict[str, Any]:
+    rss_start, rss_first, rss_ready, rss_end = rss
+    others = max(1, scenario.participants - 1)
+    a, b = samples[w0], samples[-1]
+    wall = b.t - a.t
+    sfu = _delta(a.sfu, b.sfu)
+    g = _delta(a.gen, b.gen)
+    cpu = b.sfu_cpu - a.sfu_cpu
+    gen_cpu = b.gen_cpu - a.gen_cpu
+    forwarded = sfu["rtp_packets_out"]
+    received = sfu["rtp_in"]
+    window = samples[w0 + 1:]
+    audio, video = _sum_hist(window, "audio"), _sum_hist(window, "video")
+    expected = b.loss[0] - a.loss[0]
+    lost = b.loss[1] - a.loss[1]
+    precise = _precise_cpu(a, b)
+    sfu_fig: dict[str, Any] = {
+        "cpu_seconds": round(cpu, 3), "cores": round(cpu / wall, 4),
+        "cpu_seconds_schedstat": round(precise, 4),
+        "cpu_system_share": round((b.sfu_system - a.sfu_system) / cpu, 3) if cpu > 0 else None,
+        "cpu_us_per_forwarded_packet_schedstat": round(precise / forwarded * 1e6, 2) if forwarded else None,
+        "forwarded_packets": forwarded, "forwarded_packets_per_second": round(forwarded / wall, 1),
+        "forwarded_mbps": round(sfu["rtp_bytes_out"] * 8 / wall / 1e6, 3),
+        "received_packets": received, "received_packets_per_second": round(received / wall, 1),
+        "cpu_us_per_forwarded_packet": round(cpu / forwarded * 1e6, 2) if forwarded else None,
+        "cpu_us_per_received_packet": round(cpu / received * 1e6, 2) if received else None,
+        "cores_per_1to1_session": round(cpu / wall / scenario.sessions, 4) if scenario.sessions else None,
+        "loop_lag_ms_max": round(max(s.loop_lag for s in samples[w0:]) * 1e3, 2),
+        # growth after the first participant (whose join also pays the worker's one-time costs), per
+        # further participant: when all are connected, and at the end of the window (buffers filled)
+        "rss_kb": {"start": rss_start, "first_joined": rss_first, "ready": rss_ready, "end": rss_end},
+        "rss_kb_per_participant_joined": round((rss_ready - rss_first) / others, 1),
+        "rss_kb_per_participant_end": round((rss_end - rss_first) / others, 1),
+        "counters": {k: v for k, v in sfu.items() if k not in ("rtp_packets_out", "rtp_bytes_out", "rtp_in")},
+    }
+    gen_cores = gen_cpu / wall
+    jitters: dict[str, list[float]] = {"audio": [], "video": []}
+    for sub in gen.subscribers:
+        for st in sub.streams.values():
+            if st.packets:
+                jitters[st.kind].append(st.stats.jitter_ms)
+    quality = {
+        "expected_packets": expected, "lost_packets": lost,
+        "loss_fraction": round(lost / expected, 6) if expected > 0 else 0.0,
+        "jitter_ms": {k: {"mean": round(sum(v) / len(v), 3) if v else 0.0, "max": round(max(v), 3) if v else 0.0}
+                      for k, v in jitters.items()},
+        "simulated_loss": {"dropped_out": g["loss_dropped_out"], "dropped_in": g["loss_dropped_in"]},
+        "subscribers": {"nacks_sent": g["nacks_sent"], "nacked_seqs": g["nack_seqs_sent"],
+                        "retransmissions_received": g["rtx_received"], "recovered": g["recovered"],
+                        "plis_sent": g["plis_sent"], "frames_received": g["frames_received"],
+                        "keyframes_received": g["keyframes_received"]},
+        "publishers": {"nacks_received": g["nacks_received"], "nacked_seqs": g["nack_seqs_received"],
+                       "retransmissions_sent": g["rtx_sent"], "plis_received": g["plis_received"],
+                       "keyframes_sent": g["keyframes_sent"]},
+        "sfu": {"nacks_from_subscribers": sfu["nacks_in"], "nacks_to_publishers": sfu["nacks_out"],
+                "retransmissions": sfu["retransmits"], "retransmit_misses": sfu["retransmit_misses"],
+                "plis_from_subscribers": sfu["plis_in"], "plis_to_publishers": sfu["plis_out"],
+                "keyframe_waits": sfu["keyframe_waits"]},
+    }
+    busy, steal = b.busy - a.busy, b.steal - a.steal
+    generator = {
+        "cpu_seconds": round(gen_cpu, 3), "cores": round(gen_cores, 4),
+        "sent_packets": g["rtp_sent"], "received_packets": g["rtp_received"],
+        "cpu_us_per_packet_handled": round(gen_cpu / (g["rtp_sent"] + g["rtp_received"]) * 1e6, 2)
+        if g["rtp_sent"] + g["rtp_received"] else None,
+        "pacer": gen.pacer.stats(),
+        "warning": (f"the load generator used {gen_cores:.0%} of a core: it, not the SFU, may limit this run"
+                    if gen_cores > GENERATOR_WARN_CORES else None),
+    }
+    machine = {"busy_cores": round(busy / wall, 3), "steal_cores": round(steal / wall, 3),
+               "other_cores": round(max(0.0, busy - cpu - gen_cpu) / wall, 3), "loadavg": list(os.getloadavg())}
+    consistency = {
+        "publishers_sent": final.gen["rtp_sent"], "sfu_received": final.sfu["rtp_in"],
+        "sfu_forwarded": final.sfu["rtp_packets_out"], "subscribers_received": final.gen["rtp_received"],
+        "subscriber_srtp_drops": final.gen["srtp_drops"] + final.gen["srtp_before_connected"],
+        "unknown_ssrc": final.gen["unknown_ssrc"],
+        "simulated_loss_out": final.gen["loss_dropped_out"], "simulated_loss_in": final.gen["loss_dropped_in"],
+    }
+    timeline = []
+    for i in range(1, len(samples)):
+        p, s = samples[i - 1], samples[i]
+        dt = max(s.t - p.t, 1e-9)
+        fwd = s.sfu["rtp_packets_out"] - p.sfu["rtp_packets_out"]
+        c = _precise_cpu(p, s)
+        d = histogram_summary(_add(s.delay_audio, s.delay_video))
+        timeline.append({"t": round(s.t - a.t, 3), "warmup": i <= w0, "forwarded_pps": round(fwd / dt, 1),
+                         "forwarded_mbps": round((s.sfu["rtp_bytes_out"] - p.sfu["rtp_bytes_out"]) * 8 / dt / 1e6, 3),
+                         "sfu_cores": round(c / dt, 4), "cpu_us_per_packet": round(c / fwd * 1e6, 2) if fwd else None,
+                         "delay_p50_ms": d["p50_ms"], "delay_p95_ms": d["p95_ms"], "delay_p99_ms": d["p99_ms"],
+                         "generator_cores": round((s.gen_cpu - p.gen_cpu) / dt, 4), "sfu_rss_kb": s.rss_kb,
+                         # cores used by other processes of the machine in that second (a shared host)
+                         "others_cores": round(max(0.0, (s.busy - p.busy) - c - (s.gen_cpu - p.gen_cpu)) / dt, 3)})
+    quiet = _quiet_figures(samples, w0)
+    errors = list(gen.errors) + [e for p in gen.participants.values() for e in p.errors]
+    run = {
+        "window": {"seconds": round(wall, 3), "warmup_seconds": round(a.t - samples[0].t, 3)},
+        "sfu": sfu_fig,
+        "delay_ms": {"all": histogram_summary(_add(audio, video)), "audio": histogram_summary(audio),
+                     "video": histogram_summary(video), "negative": g["negative_delays"],
+                     "without_abs_send_time": g["no_abs_send_time"]},
+        "quiet": quiet,
+        "quality": quality, "generator": generator, "machine_load": machine, "consistency": consistency,
+        "timeline": timeline, "streams": gen.stream_summaries(), "events": dict(gen.events), "errors": errors[:50],
+    }
+    run["aims"] = aims(scenario, run)
+    return run
+
+
+def _quiet_figures(samples: list[Sample], w0: int) -> dict[str, Any]:
+    """CPU per packet and delay over the window's seconds in which the rest of the machine used
+    less than QUIET_OTHERS_CORES (on a shared host, the seconds least disturbed by others)."""
+    cpu = 0.0
+    fwd = 0
+    seconds = 0
+    hist = new_histogram()
+    for i in range(w0 + 1, len(samples)):
+        p, s = samples[i - 1], samples[i]
+        dt = max(s.t - p.t, 1e-9)
+        c = _precise_cpu(p, s)
+        others = max(0.0, (s.busy - p.busy) - c - (s.gen_cpu - p.gen_cpu)) / dt
+        if others >= QUIET_OTHERS_CORES:
+            continue
+        seconds += 1
+        cpu += c
+        fwd += s.sfu["rtp_packets_out"] - p.sfu["rtp_packets_out"]
+        hist = _add(hist, _add(s.delay_audio, s.delay_video))
+    return {"others_below_cores": QUIET_OTHERS_CORES, "seconds": seconds, "forwarded_packets": fwd,
+            "cpu_us_per_forwarded_packet": round(cpu / fwd * 1e6, 2) if fwd else None,
+            "delay_ms": histogram_summary(hist)}
+
+
+def aims(scenario: Scenario, run: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's aims and Janus anchors against this run's figures."""
+    out: list[dict[str, Any]] = []
+    us = run["sfu"]["cpu_us_per_forwarded_packet"]
+    if us is not None:
+        janus = JANUS_US_PER_PACKET.get(scenario.kind)
+        entry: dict[str, Any] = {"aim": f"{scenario.name}: SFU CPU per forwarded packet", "measured": us,
+                                 "unit": "us", "janus": janus}
+        if scenario.kind in ("group", "fanout"):
+            entry.update(target=AIM_US_PER_PACKET, met=us <= AIM_US_PER_PACKET)
+        out.append(entry)
+    cores = run["sfu"]["cores_per_1to1_session"]
+    if cores is not None:
+        out.append({"aim": f"{scenario.name}: SFU cores per 1:1 session", "measured": cores, "unit": "cores",
+                    "janus": JANUS_CORES_PER_SESSION, "target": AIM_CORES_PER_SESSION,
+                    "met": cores <= AIM_CORES_PER_SESSION})
+    return out
+
+
+# -- the command -----------------------------------------------------------------------------------------
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--duration", type=float, default=20.0, help="measurement window in seconds (default: 20)")
+    common.add_argument("--warmup", type=float, default=3.0,
+                        help="seconds of traffic before the window, not measured (default: 3)")
+    common.add_argument("--workers", type=int, default=1, help="media worker processes (default: 1)")
+    common.add_argument("--json", metavar="FILE", help="write every figure, the timeline and the machine as JSON")
+    common.add_argument("--plot", metavar="FILE.png", help="plot throughput, CPU per packet and delay over time")
+    common.add_argument("--media-cache", metavar="DIR",
+                        help="where the encoded media is cached (default: $TELESFU_MEDIA_CACHE or ~/.cache/telesfu/media)")
+    common.add_argument("--udp-port", type=int, default=0, help="first worker UDP port (default: a free one)")
+    common.add_argument("--join-concurrency", type=int, default=8, help="participants joining at once (default: 8)")
+    common.add_argument("--seed", type=int, default=1, help="random seed of SSRCs, phases, credentials (default: 1)")
+    common.add_argument("--loss", type=float, default=0.0, metavar="PERCENT",
+                        help="simulated network loss: this share of RTP packets is dropped on each hop, "
+                             "publisher->SFU and SFU->subscriber, so NACK/RTX run (default: 0)")
+    sub = p.add_subparsers(dest="media_scenario", required=True)
+    p1 = sub.add_parser("one-to-one", parents=[common], help="N rooms of two participants, both publishing")
+    p1.add_argument("--rooms", type=int, default=1)
+    p2 = sub.add_parser("group", parents=[common], help="N rooms of K participants, all publishing")
+    p2.add_argument("--size", type=int, default=6)
+    p2.add_argument("--rooms", type=int, default=1)
+    p3 = sub.add_parser("fanout", parents=[common], help="one publisher, K subscribe-only participants")
+    p3.add_argument("--subscribers", type=int, default=20)
+    p3.add_argument("--rooms", type=int, default=1)
+    sub.add_parser("suite", parents=[common], help="1:1 x1, 1:1 x5, group of 6 and fan-out 1->20, one after another")
+
+
+def scenarios_from(args: argparse.Namespace) -> list[Scenario]:
+    kind = args.media_scenario
+    if kind == "one-to-one":
+        return [one_to_one(args.rooms)]
+    if kind == "group":
+        return [group(args.size, args.rooms)]
+    if kind == "fanout":
+        return [fanout(args.subscribers, args.rooms)]
+    return suite()
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        scenarios = scenarios_from(args)
+    except ValueError as e:
+        print(f"telesfu bench media: {e}", file=sys.stderr)
+        return 2
+    if not 0 < args.duration <= MAX_DURATION or args.warmup < 0 or args.workers < 1 or not 0 <= args.loss < 50:
+        print("telesfu bench media: --duration in (0, 3600], --warmup >= 0, --workers >= 1, --loss in [0, 50)",
+              file=sys.stderr)
+        return 2
+    import logging
+
+    import uvloop
+
+    logging.getLogger("telesfu").setLevel(logging.WARNING)
+    os.environ.setdefault("TELESFU_LOG_LEVEL", "WARNING")  # the workers' stderr would break the progress bars
+    try:
+        return uvloop.run(_main(args, scenarios))
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _main(args: argparse.Namespace, scenarios: list[Scenario]) -> int:
+    t0 = time.perf_counter()
+    media = load_media(Path(args.media_cache) if args.media_cache else None)
+    report: dict[str, Any] = {
+        "command": " ".join(shlex.quote(a) for a in ["telesfu", "bench", "media", *_argv_tail()]),
+        "machine": machine_info(), "media": media.summary(), "media_load_seconds": round(time.perf_counter() - t0, 2),
+        "runs": []}
+    with LiveProgress() as live:
+        for sc in scenarios:
+            live.start(sc.name)
+            result = await run_scenario(sc, media, duration=args.duration, warmup=args.warmup, workers=args.workers,
+                                        udp_port=args.udp_port, seed=args.seed, join_concurrency=args.join_concurrency,
+                                        loss=args.loss / 100.0, progress=live.update)
+            report["runs"].append(result)
+    print_summary(report)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
+    if args.plot:
+        plot(report, args.plot)
+    return 0 if all(not r["setup"]["not_ready"] for r in report["runs"]) else 1
+
+
+def _argv_tail() -> list[str]:
+    argv = sys.argv[1:]
+    return argv[argv.index("media") + 1:] if "media" in argv else argv
+
+
+class LiveProgress:
+    """One rich progress bar per phase of each run, refreshed a few times a second."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._progress = Progress(TextColumn("{task.description:<30}"), BarColumn(bar_width=24),
+                                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                                  console=Console(stderr=True), auto_refresh=False)
+        self._tasks: dict[str, Any] = {}
+        self._name = ""
+        self._next = 0.0
+
+    def __enter__(self) -> LiveProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def start(self, name: str) -> None:
+        self._name = name
+        self._tasks = {}
+
+    def update(self, phase: str, done: float, total: float, info: str) -> None:
+        key = "measure" if phase in ("warm-up", "measuring") else phase
+        task = self._tasks.get(key)
+        if task is None:
+            task = self._progress.add_task(f"{self._name}: {key}", total=max(total, 1e-9), info="")
+            self._tasks[key] = task
+        now = time.perf_counter()
+        force = done >= total
+        if force or now >= self._next:
+            self._next = now + 0.25
+            self._progress.update(task, completed=min(done, total), total=max(total, 1e-9),
+                                  description=f"{self._name}: {phase}", info=info, refresh=True)
+
+
+def print_summary(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    runs = report["runs"]
+    t = Table(title="telesfu bench media", title_justify="left")
+    t.add_column("figure")
+    for r in runs:
+        t.add_column(r["scenario"]["name"], justify="right")
+
+    def row(name: str, fn: Callable[[dict[str, Any]], str]) -> None:
+        cells = []
+        for r in runs:
+            try:
+                cells.append(fn(r))
+            except (KeyError, TypeError):
+                cells.append("-")
+        t.add_row(name, *cells)
+
+    def opt(v: Any, fmt: str) -> str:
+        return "-" if v is None else format(v, fmt)
+
+    row("participants / forwarded streams", lambda r: f"{r['scenario']['participants']} / "
+                                                      f"{r['scenario']['forwarded_streams']}")
+    row("window s (warm-up s)", lambda r: f"{r['window']['seconds']:.1f} ({r['window']['warmup_seconds']:.1f})")
+    row("forwarded packets/s", lambda r: f"{r['sfu']['forwarded_packets_per_second']:,.0f}")
+    row("forwarded Mbps", lambda r: f"{r['sfu']['forwarded_mbps']:.2f}")
+    row("SFU received packets/s", lambda r: f"{r['sfu']['received_packets_per_second']:,.0f}")
+    row("SFU cores", lambda r: f"{r['sfu']['cores']:.3f}")
+    row("SFU CPU us / forwarded packet", lambda r: opt(r["sfu"]["cpu_us_per_forwarded_packet"], ".1f"))
+    row("SFU CPU us / received packet", lambda r: opt(r["sfu"]["cpu_us_per_received_packet"], ".1f"))
+    row("  in quiet seconds (how many)", lambda r: f"{opt(r['quiet']['cpu_us_per_forwarded_packet'], '.1f')} "
+                                                   f"({r['quiet']['seconds']})")
+    row("SFU cores per 1:1 session", lambda r: opt(r["sfu"]["cores_per_1to1_session"], ".4f"))
+    row("SFU RSS kB/participant (joined/end)", lambda r: f"{r['sfu']['rss_kb_per_participant_joined']:.0f} / "
+                                                         f"{r['sfu']['rss_kb_per_participant_end']:.0f}")
+    row("SFU loop lag max ms", lambda r: f"{r['sfu']['loop_lag_ms_max']:.1f}")
+    row("delay p50/p95/p99 ms", lambda r: "{p50_ms:.2f} / {p95_ms:.2f} / {p99_ms:.2f}".format(**r["delay_ms"]["all"]))
+    row("  in quiet seconds", lambda r: "{p50_ms:.2f} / {p95_ms:.2f} / {p99_ms:.2f}".format(**r["quiet"]["delay_ms"]))
+    row("  audio p50/p99 ms", lambda r: "{p50_ms:.2f} / {p99_ms:.2f}".format(**r["delay_ms"]["audio"]))
+    row("  video p50/p99 ms", lambda r: "{p50_ms:.2f} / {p99_ms:.2f}".format(**r["delay_ms"]["video"]))
+    row("loss (packets)", lambda r: f"{r['quality']['loss_fraction']:.4%} ({r['quality']['lost_packets']})")
+    row("jitter ms audio/video (mean)", lambda r: f"{r['quality']['jitter_ms']['audio']['mean']:.2f} / "
+                                                  f"{r['quality']['jitter_ms']['video']['mean']:.2f}")
+    row("NACKs sub->SFU / SFU->pub", lambda r: f"{r['quality']['sfu']['nacks_from_subscribers']} / "
+                                               f"{r['quality']['sfu']['nacks_to_publishers']}")
+    row("retransmissions SFU / received", lambda r: f"{r['quality']['sfu']['retransmissions']} / "
+                                                    f"{r['quality']['subscribers']['retransmissions_received']}")
+    row("PLIs sub->SFU / SFU->pub", lambda r: f"{r['quality']['sfu']['plis_from_subscribers']} / "
+                                              f"{r['quality']['sfu']['plis_to_publishers']}")
+    row("generator cores", lambda r: f"{r['generator']['cores']:.3f}")
+    row("machine busy / others / steal cores", lambda r: f"{r['machine_load']['busy_cores']:.2f} / "
+                                                         f"{r['machine_load']['other_cores']:.2f} / "
+                                                         f"{r['machine_load']['steal_cores']:.2f}")
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    console.print(t)
+    m = report["machine"]
+    md = report["media"]
+    console.print(f"machine: {m['nproc']} CPU ({m['cpu_model']}), Python {m['python']}, {m['date']}, "
+                  f"commit {m['git_commit'] or '?'}")
+    console.print(f"media: VP8 {md['width']}x{md['height']} {md['fps']} fps {md['video_kbps']} kbps "
+                  f"({md['video_packets_per_second']} packets/s), Opus {md['audio_kbps']} kbps")
+    for r in runs:
+        for a in r["aims"]:
+            janus = f", Janus {a['janus']:g}" if a.get("janus") is not None else ""
+            if "target" in a:
+                mark = "[green]met   [/]" if a["met"] else "[red]MISSED[/]"
+                console.print(f"  {mark} {a['aim']}: {a['measured']:g} {a['unit']} (aim <= {a['target']:g}{janus})")
+            else:
+                console.print(f"         {a['aim']}: {a['measured']:g} {a['unit']}{janus}")
+        if r["generator"]["warning"]:
+            console.print(f"  [yellow]warning[/] {r['scenario']['name']}: {r['generator']['warning']}")
+        if r["setup"]["not_ready"]:
+            console.print(f"  [red]not ready[/] {r['scenario']['name']}: {r['setup']['not_ready'][:3]}")
+        if r["errors"]:
+            console.print(f"  [red]errors[/] {r['scenario']['name']}: {r['errors'][:3]}")
+
+
+def plot(report: dict[str, Any], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = report["runs"]
+    fig, axes = plt.subplots(2, 2, figsize=(13, 8))
+    (ax_pps, ax_cpu), (ax_delay, ax_bar) = axes
+    for i, r in enumerate(runs):
+        color = f"C{i}"
+        name = r["scenario"]["name"]
+        tl = [e for e in r["timeline"] if not e["warmup"]]
+        ts = [e["t"] for e in tl]
+        ax_pps.plot(ts, [e["forwarded_pps"] for e in tl], color=color, label=name)
+        ax_cpu.plot(ts, [e["cpu_us_per_packet"] for e in tl], color=color, label=name)
+        for q, style in (("p50", "-"), ("p99", ":")):
+            ax_delay.plot(ts, [e[f"delay_{q}_ms"] for e in tl], color=color, linestyle=style,
+                          label=f"{name} {q}")
+    ax_pps.set_title("forwarded packets / s")
+    ax_pps.set_xlabel("s into the window")
+    ax_pps.legend(fontsize=8)
+    ax_cpu.axhline(AIM_US_PER_PACKET, color="red", linestyle="--", linewidth=1, label="aim (group, fan-out)")
+    ax_cpu.set_title("SFU CPU us per forwarded packet (per second)")
+    ax_cpu.set_xlabel("s into the window")
+    ax_cpu.legend(fontsize=8)
+    ax_delay.set_title("one-way delay publisher -> subscriber, p50 (solid) and p99 (dotted), ms")
+    ax_delay.set_xlabel("s into the window")
+    ax_delay.set_yscale("log")
+    ax_delay.legend(fontsize=7, ncol=2, loc="upper left")
+    names = [r["scenario"]["name"] for r in runs]
+    ours = [r["sfu"]["cpu_us_per_forwarded_packet"] or 0.0 for r in runs]
+    janus = [JANUS_US_PER_PACKET.get(r["scenario"]["kind"], 0.0) for r in runs]
+    x = range(len(runs))
+    bars = ax_bar.bar([i - 0.2 for i in x], ours, 0.4, label="telesfu")
+    ax_bar.bar_label(bars, fmt="%.1f", fontsize=8)
+    bars = ax_bar.bar([i + 0.2 for i in x], janus, 0.4, label="Janus (issue anchor)", color="grey")
+    ax_bar.bar_label(bars, fmt="%.0f", fontsize=8)
+    ax_bar.axhline(AIM_US_PER_PACKET, color="red", linestyle="--", linewidth=1, label="aim")
+    ax_bar.set_xticks(list(x), names)
+    ax_bar.set_title("SFU CPU us per forwarded packet (window)")
+    ax_bar.legend(fontsize=8)
+    m = report["machine"]
+    fig.suptitle(f"telesfu bench media — {m['nproc']} CPU {m['cpu_model']}, {m['date']}, {m['git_commit']}",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
