@@ -29,7 +29,8 @@ log = logging.getLogger("telesfu.sfu.worker")
 
 Emit = Callable[[dict[str, Any]], None]
 
-NACK_INTERVAL = 0.02
+NACK_INTERVAL = 0.02  # while packets are missing (armed by the first gap, not a free-running ticker)
+KEYFRAME_INTERVAL = 0.1
 REPORT_INTERVAL = 1.0
 SPEAKER_INTERVAL = 0.3
 STATS_INTERVAL = 2.0
@@ -76,6 +77,7 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lag = 0.0
         self._gone_out = [0, 0]  # packets sent by DownTracks that no longer exist
+        self._nack_armed = False
         self.started_at = time.monotonic()
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -90,7 +92,7 @@ class Worker:
             consent_timeout=self.config.consent_timeout, clock=self._loop.time)
         await self.endpoint.start()
         self.config.port = self.endpoint.port
-        self._every(NACK_INTERVAL, self._tick_nack)
+        self._every(KEYFRAME_INTERVAL, self._tick_keyframes)
         self._every(REPORT_INTERVAL, self._tick_reports)
         self._every(SPEAKER_INTERVAL, self._tick_speakers)
         self._every(STATS_INTERVAL, self._tick_stats)
@@ -115,7 +117,7 @@ class Worker:
 
         def run() -> None:
             now = loop.time()
-            if fn is self._tick_nack:
+            if fn == self._tick_keyframes:
                 self._lag = max(self._lag * 0.9, now - due[0])
             try:
                 fn(now)
@@ -145,8 +147,10 @@ class Worker:
 
     def create_room(self, room_id: str) -> dict[str, Any]:
         if room_id not in self.rooms:
-            self.rooms[room_id] = Room(room_id, self._make_transport, self.counters, self.clock, time.time,
-                                       self.emit, PUBLISH_CAPS, SUBSCRIBE_CAPS)
+            room = Room(room_id, self._make_transport, self.counters, self.clock, time.time, self.emit,
+                        PUBLISH_CAPS, SUBSCRIBE_CAPS)
+            room.arm_nack = self.arm_nack
+            self.rooms[room_id] = room
         return {"room_id": room_id, "worker": self.config.index}
 
     def _retire(self, participants: list[Any]) -> None:
@@ -250,9 +254,28 @@ class Worker:
 
     # -- tickers ----------------------------------------------------------------------------------
 
-    def _tick_nack(self, now: float) -> None:
+    def arm_nack(self) -> None:
+        """A stream saw a gap: run the NACK tick in NACK_INTERVAL, and again while packets miss."""
+        if not self._nack_armed and self._loop is not None:
+            self._nack_armed = True
+            self._loop.call_later(NACK_INTERVAL, self._run_nack)
+
+    def _run_nack(self) -> None:
+        self._nack_armed = False
+        assert self._loop is not None
+        now = self._loop.time()
+        pending = False
         for room in self.rooms.values():
-            room.tick_nack(now)
+            try:
+                pending = room.tick_nack(now) or pending
+            except Exception:
+                log.exception("worker %d: NACK tick failed", self.config.index)
+        if pending:
+            self.arm_nack()
+
+    def _tick_keyframes(self, now: float) -> None:
+        for room in self.rooms.values():
+            room.tick_keyframes(now)
 
     def _tick_reports(self, now: float) -> None:
         for room in self.rooms.values():

@@ -326,10 +326,12 @@ class Participant:
 
             def make_stream(ssrc: int, rtx_ssrc: int | None = None, pt: Any = pt, track: PublishedTrack = track,
                             ext_map: bytes = ext_map) -> RecvStream:
-                return RecvStream(track, ssrc, rtx_ssrc, pt.codec.payload_type, pt.codec.rtx_payload_type,
-                                  pt.codec.clock_rate, pt.codec.name, ext_map,
-                                  sfu_ids.get(URI_AUDIO_LEVEL, 0) if pt.kind == "audio" else 0, pt.codec.nack,
-                                  self.counters, build_ext_lengths(forwarded))
+                stream = RecvStream(track, ssrc, rtx_ssrc, pt.codec.payload_type, pt.codec.rtx_payload_type,
+                                    pt.codec.clock_rate, pt.codec.name, ext_map,
+                                    sfu_ids.get(URI_AUDIO_LEVEL, 0) if pt.kind == "audio" else 0, pt.codec.nack,
+                                    self.counters, build_ext_lengths(forwarded))
+                stream.arm_nack = self.room.arm_nack
+                return stream
 
             encodings = [e for e in pt.encodings if e.ssrc is not None]
             if not encodings:

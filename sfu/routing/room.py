@@ -46,6 +46,7 @@ class Room:
         self.participants: dict[str, Participant] = {}
         self.speakers = SpeakerDetector()
         self.closed = False
+        self.arm_nack: Callable[[], None] = _no_op  # the worker's: tick NACKs soon
 
     # -- membership -----------------------------------------------------------------------------
 
@@ -157,26 +158,37 @@ class Room:
 
     # -- tickers (never per packet) ----------------------------------------------------------------
 
-    def tick_nack(self, now: float) -> None:
-        """Ask publishers for what the SFU lost (RFC 4585 generic NACK)."""
+    def tick_keyframes(self, now: float) -> None:
+        """Deferred and repeated keyframe requests, and those NACK gave up into."""
+        for p in self.participants.values():
+            if p.publish_transport is None:
+                continue
+            for stream in {id(s): s for s in p.publish.streams.values()}.values():
+                if stream.is_video and (stream.keyframe_requester.tick(now) or (
+                        stream.nack.take_keyframe_request() and stream.request_keyframe(now))):
+                    p.send_keyframe_request(stream)
+
+    def tick_nack(self, now: float) -> bool:
+        """Ask publishers for what the SFU lost (RFC 4585 generic NACK). True while any
+        stream still has packets missing (the caller ticks again soon)."""
+        pending = False
         for p in self.participants.values():
             transport = p.publish_transport
             if transport is None:
                 continue
             rtt = p.rtt()
             for stream in {id(s): s for s in p.publish.streams.values()}.values():
-                if stream.is_video and (stream.keyframe_requester.tick(now) or (
-                        stream.nack.take_keyframe_request() and stream.request_keyframe(now))):
-                    p.send_keyframe_request(stream)
-                if not stream.nack_enabled:
+                if not stream.nack_enabled or not stream.nack.missing_count:
                     continue
                 seqs = stream.nack.tick(now, rtt)
+                pending = pending or bool(stream.nack.missing_count)
                 if seqs:
                     for i in range(0, len(seqs), _MAX_NACKS_PER_PACKET):
                         transport.send_rtcp(Nack.from_seqs(p.rtcp_ssrc, stream.ssrc,
                                                            seqs[i:i + _MAX_NACKS_PER_PACKET]).to_bytes())
                         self.counters.nacks_out += 1
                         self.counters.rtcp_out += 1
+        return pending
 
     def tick_reports(self, now: float) -> None:
         """Receiver Reports (+REMB) to publishers, translated Sender Reports to subscribers."""
@@ -218,3 +230,7 @@ class Room:
 
     def stats(self) -> dict[str, object]:
         return {"room_id": self.id, "participants": [p.stats() for p in self.participants.values()]}
+
+
+def _no_op() -> None:
+    pass

@@ -17,7 +17,7 @@ from sfu.keyframe import KeyframeRequester
 from sfu.nack import NackGenerator, RetransmissionBuffer
 from sfu.rtp.ext import read_audio_level
 from sfu.rtp.h264 import is_h264_keyframe
-from sfu.rtp.packet import RtpHeader
+from sfu.rtp.packet import RtpHeader, find_extension
 from sfu.rtp.vp8 import is_vp8_keyframe
 from sfu.rtpstats import ReceiveStats
 
@@ -79,7 +79,7 @@ class RecvStream:
         "keyframe_fn", "nack", "stats", "buffer", "restarts", "ext_map", "ext_lengths", "translate_ext",
         "audio_level_id", "keyframes", "packets", "bytes", "rtx_packets", "padding_packets",
         "sr_ntp", "sr_rtp", "sr_at", "keyframe_requester", "_hdr", "counters", "nack_enabled",
-        "fraction_lost",
+        "fraction_lost", "arm_nack",
     )
 
     def __init__(self, track: PublishedTrack, ssrc: int, rtx_ssrc: int | None, payload_type: int,
@@ -117,6 +117,7 @@ class RecvStream:
         self.sr_rtp = 0
         self.sr_at = 0.0
         self.fraction_lost = 0.0  # in the last report interval
+        self.arm_nack: Callable[[], None] = _nothing  # asks the worker to run its NACK tick soon
         self._hdr = RtpHeader()
         self.counters = counters
 
@@ -153,10 +154,13 @@ class RecvStream:
                 for dt in self.track.downtracks:
                     dt.switch_source()
                 self.track.request_keyframe(now)
-        self.nack.on_packet(seq, now)
-        if self.nack.duplicate:  # e.g. an RTX probe repeating a packet that already arrived
+        nack = self.nack
+        nack.on_packet(seq, now)
+        if nack.duplicate:  # e.g. an RTX probe repeating a packet that already arrived
             self.counters.drops["rtp_duplicate"] += 1  # type: ignore[attr-defined]
             return
+        if self.nack_enabled and nack.missing_count:  # a gap: NACK it soon (no ticker runs otherwise)
+            self.arm_nack()
         self.packets += 1
         self.bytes += hdr.size
         self.buffer.store(ext_seq, data, now)
@@ -247,8 +251,10 @@ class RecvStream:
         return {"fraction_lost": self.fraction_lost, "jitter_ms": round(self.stats.jitter_ms, 3), "rtt_ms": 0.0}
 
 
+def _nothing() -> None:
+    pass
+
+
 def _find_one_byte(pkt: bytearray, hdr: RtpHeader, want: int) -> tuple[int, int] | None:
     """Find an extension in the translated packet (hdr still describes its layout)."""
-    from sfu.rtp.packet import find_extension
-
     return find_extension(pkt, hdr.ext_profile, hdr.ext_offset, hdr.ext_length, want)

@@ -165,10 +165,30 @@ def parse_vp8(buf: Buffer, offset: int = 0, end: int = -1) -> Vp8Descriptor | No
 def is_vp8_keyframe(buf: Buffer, offset: int = 0, end: int = -1) -> bool:
     """True when the payload at ``offset`` starts a keyframe; False if malformed.
 
-    Allocates a descriptor; a receive path should reuse one ``Vp8Descriptor``.
+    The per-packet check of a receive path: reads only the bytes it needs, allocates nothing.
     """
-    desc = Vp8Descriptor()
-    return desc.load(buf, offset, end) and desc.keyframe
+    if end < 0 or end > len(buf):
+        end = len(buf)
+    if offset >= end:
+        return False
+    b0 = buf[offset]
+    if b0 & 0x17 != 0x10:  # S=1 and partition 0: the start of a frame
+        return False
+    pos = offset + 1
+    if b0 & 0x80:  # X: extension fields
+        if pos >= end:
+            return False
+        x = buf[pos]
+        pos += 1
+        if x & 0x80:  # I: PictureID, 7 or 15 bits
+            if pos >= end:
+                return False
+            pos += 2 if buf[pos] & 0x80 else 1
+        if x & 0x40:  # L: TL0PICIDX
+            pos += 1
+        if x & 0x30:  # T or K
+            pos += 1
+    return pos < end and not buf[pos] & 0x01  # P bit of the VP8 payload header: 0 = keyframe
 
 
 def vp8_keyframe_size(buf: Buffer, payload_offset: int, end: int = -1) -> tuple[int, int] | None:
