@@ -92,6 +92,9 @@ class Worker:
             consent_timeout=self.config.consent_timeout, clock=self._loop.time)
         await self.endpoint.start()
         self.config.port = self.endpoint.port
+        # The DTLS certificate and context, made now rather than on the first join: the
+        # first participant should not wait for them (and they belong to the baseline).
+        _ = self.endpoint.dtls_context
         self._every(KEYFRAME_INTERVAL, self._tick_keyframes)
         self._every(REPORT_INTERVAL, self._tick_reports)
         self._every(SPEAKER_INTERVAL, self._tick_speakers)

@@ -99,9 +99,9 @@ class RecvStream:
         # next packet confirms it (a restarted source), so one forged seq cannot stall the
         # stream; late retransmissions up to max_misorder behind are still accepted.
         self.stats = ReceiveStats(max_misorder=512)
-        # About a second of packets: NACKs come within a round trip, and older ones are refused
-        # anyway (max_age); a larger ring only costs memory (video ~1 Mbps ~ 110 packets/s).
-        self.buffer = RetransmissionBuffer(256 if self.is_video else 64)
+        # NACKs come within a round trip or two: 128 video packets are ~1.1 s at 1 Mbps
+        # (~110 packets/s) and ~0.45 s at 2.5 Mbps; a larger ring only costs memory, ~1 KB a slot.
+        self.buffer = RetransmissionBuffer(128 if self.is_video else 64)
         self.restarts = 0
         self.ext_map = ext_map  # publisher ext id -> subscribers' id, 0: erase (256 entries)
         self.ext_lengths = ext_lengths
