@@ -336,7 +336,6 @@ class Rooms:
     async def _audit(self, appointment_id: str, action: str, actor_id: str, subject_id: str, code: str) -> None:
         await self.store.append_audit(AuditEntry(self.clock(), appointment_id, action, actor_id, subject_id, code))
 
-    @staticmethod
-    def _pdata(appointment_id: str, m: RoomMember) -> dict[str, object]:
+    def _pdata(self, appointment_id: str, m: RoomMember) -> dict[str, object]:
         return {"appointment_id": appointment_id, "participant_id": m.participant_id, "role": m.role.value,
-                "at": format_time(utcnow())}
+                "at": format_time(self.clock())}

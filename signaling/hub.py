@@ -109,7 +109,7 @@ class Hub:
         self.by_room[key[0]].discard(session)
         if session.left:
             return
-        was_joined = session.close_code is None or session.close_code == p.CLOSE_SERVICE_RESTART
+        dropped = session.close_code is None or session.close_code == p.CLOSE_SERVICE_RESTART
         room = await self.store.get_room(key[0])
         member = room.member(key[1]) if room else None
         if member is None:
@@ -117,10 +117,12 @@ class Hub:
         if member.presence is Presence.WAITING:
             await self.rooms.leave(key[0], key[1], "left_waiting")
             return
-        if was_joined:  # dropped: keep the place for the grace period
+        if dropped:  # the connection dropped (or media restarted): keep the place for the grace period
             self._to_joined(key[0], p.msg("participant_reconnecting", participant_id=key[1]))
             loop = asyncio.get_running_loop()
             self._grace[key] = loop.call_later(self.grace_seconds, self._grace_expired, key)
+        else:  # closed by the server for cause (rate limit, protocol error): gone now
+            await self.rooms.leave(key[0], key[1], "closed")
 
     def _grace_expired(self, key: Key) -> None:
         self._grace.pop(key, None)

@@ -320,3 +320,21 @@ async def test_the_session_ends_when_the_join_window_closes(ln):
         assert any(e["action"] == "end" and e["code"] == "window_closed" for e in audit)
     finally:
         await c.close()
+
+
+async def test_a_flooding_client_is_closed_and_leaves_the_room(ln):
+    await ln.setup_appointment("a1", provider="prov", clients=("cli",))
+    pr = await client(ln, "a1", "prov")
+    c = await client(ln, "a1", "cli")
+    try:
+        await pr.wait_for("joined")
+        await c.wait_for("joined")
+        for _ in range(400):
+            await c.send({"type": "ping"})
+        assert await c.wait_closed() == p.CLOSE_CODES["rate_limited"]
+        left = await pr.wait_for("participant_left")
+        assert left["participant_id"] == "cli" and left["reason"] == "closed"
+        assert not pr.of_type("participant_reconnecting")  # no grace for a connection closed for cause
+    finally:
+        await c.close()
+        await pr.close()
