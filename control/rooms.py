@@ -110,9 +110,10 @@ class Rooms:
         if isinstance(checked, Code):
             return await self._refused(Decision(checked), None, None, None)
         claims = checked
-        apt = await self.store.get_appointment(claims.apt)
+        apt, client = await self.store.get_many(claims.apt, claims.sub)
         provider = await self.store.get_provider(apt.provider_id) if apt else None
-        client = await self.store.get_client(claims.sub) if apt and claims.role is Role.CLIENT else None
+        if claims.role is not Role.CLIENT:
+            client = None
         if apt is None:
             return await self._refused(Decision(Code.APPOINTMENT_NOT_FOUND), claims, None, None)
         max_p = self.config.max_participants

@@ -58,6 +58,9 @@ class MemoryStore:
     async def get_appointment(self, appointment_id: str) -> Appointment | None:
         return self._appointments.get(appointment_id)
 
+    async def get_many(self, appointment_id: str, client_id: str) -> tuple[Appointment | None, Client | None]:
+        return self._appointments.get(appointment_id), self._clients.get(client_id)
+
     async def get_room(self, appointment_id: str) -> Room | None:
         return self._rooms.get(appointment_id)
 

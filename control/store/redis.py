@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import RedisError
 
 from control.domain.models import Appointment, AuditEntry, Client, Provider, Room
 from control.store.base import PendingWebhook, RoomUpdate, StoreError, T, WebhookEvent
@@ -52,6 +52,27 @@ return 0
 """
 
 
+# Compare-and-set of a room: KEYS room, open set; ARGV expected raw value ("" = absent), new
+# value, ttl, room id, "1" if open. Returns 1 when written, 0 when the room changed meanwhile.
+_ROOM_CAS = """
+local current = redis.call('GET', KEYS[1])
+if (current or '') ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', tonumber(ARGV[3]))
+if ARGV[5] == '1' then redis.call('SADD', KEYS[2], ARGV[4]) else redis.call('SREM', KEYS[2], ARGV[4]) end
+return 1
+"""
+
+# Append an audit entry with the next id: KEYS seq, list; ARGV entry JSON, max length.
+_AUDIT = """
+local id = redis.call('INCR', KEYS[1])
+local entry = cjson.decode(ARGV[1])
+entry['id'] = tostring(id)
+redis.call('RPUSH', KEYS[2], cjson.encode(entry))
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[2]), -1)
+return id
+"""
+
+
 class RedisStore:
     kind = "redis"
 
@@ -60,6 +81,8 @@ class RedisStore:
         self._p = prefix
         self._claim = client.register_script(_CLAIM)
         self._finish_reminder = client.register_script(_FINISH_REMINDER)
+        self._room_cas = client.register_script(_ROOM_CAS)
+        self._audit = client.register_script(_AUDIT)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "telesfu:") -> RedisStore:
@@ -112,30 +135,27 @@ class RedisStore:
         v = await self._run(self._r.get(self._k("room", appointment_id)))
         return Room.from_json(_load(v)) if v else None
 
+    async def get_many(self, appointment_id: str, client_id: str) -> tuple[Appointment | None, Client | None]:
+        """An appointment and a client in one round trip (the join path)."""
+        a, c = await self._run(self._r.mget([self._k("appointment", appointment_id), self._k("client", client_id)]))
+        return (Appointment.from_json(_load(a)) if a else None, Client.from_json(_load(c)) if c else None)
+
     async def update_room(self, appointment_id: str, fn: RoomUpdate[T]) -> T:
+        # Optimistic: read, decide in Python, then a compare-and-set script that writes only if
+        # the room is still what was read (two round trips; a conflict retries).
         key = self._k("room", appointment_id)
         open_set = self._k("rooms", "open")
         for attempt in range(_MAX_TX_RETRIES):
-            try:
-                async with self._r.pipeline(transaction=True) as pipe:
-                    await pipe.watch(key)
-                    raw = await pipe.get(key)
-                    new, result = fn(Room.from_json(_load(raw)) if raw else None)
-                    if new is None:
-                        await pipe.unwatch()
-                        return result
-                    pipe.multi()
-                    pipe.set(key, _dump(new.to_json()), ex=_ROOM_TTL_SECONDS)
-                    if new.is_open:
-                        pipe.sadd(open_set, appointment_id)
-                    else:
-                        pipe.srem(open_set, appointment_id)
-                    await pipe.execute()
-                    return result
-            except WatchError:
-                await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
-            except RedisError as e:
-                raise StoreError(f"redis: {e}") from e
+            raw = await self._run(self._r.get(key))
+            new, result = fn(Room.from_json(_load(raw)) if raw else None)
+            if new is None:
+                return result
+            written = await self._run(self._room_cas(
+                keys=[key, open_set],
+                args=[raw or "", _dump(new.to_json()), _ROOM_TTL_SECONDS, appointment_id, "1" if new.is_open else "0"]))
+            if written:
+                return result
+            await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
         raise StoreError(f"room {appointment_id}: too much contention")
 
     async def list_open_rooms(self) -> list[Room]:
@@ -147,14 +167,9 @@ class RedisStore:
         return [r for r in rooms if r.is_open]
 
     async def append_audit(self, entry: AuditEntry) -> AuditEntry:
-        seq = await self._run(self._r.incr(self._k("audit", "seq")))
-        entry = replace(entry, id=str(seq))
-        key = self._k("audit", entry.appointment_id)
-        async with self._r.pipeline(transaction=True) as pipe:
-            pipe.rpush(key, _dump(entry.to_json()))
-            pipe.ltrim(key, -_AUDIT_PER_APPOINTMENT, -1)
-            await self._run(pipe.execute())
-        return entry
+        seq = await self._run(self._audit(keys=[self._k("audit", "seq"), self._k("audit", entry.appointment_id)],
+                                          args=[_dump(entry.to_json()), _AUDIT_PER_APPOINTMENT]))
+        return replace(entry, id=str(seq))
 
     async def list_audit(self, appointment_id: str, limit: int = 1000) -> list[AuditEntry]:
         values = await self._run(self._r.lrange(self._k("audit", appointment_id), -limit, -1))

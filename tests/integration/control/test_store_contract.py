@@ -51,6 +51,9 @@ async def test_records_round_trip_and_put_returns_previous(store):
     assert await store.get_appointment("a1") == a
     assert await store.put_appointment(replace(a, telehealth=False)) == a
     assert await store.get_provider("nope") is None and await store.get_appointment("nope") is None
+    assert await store.get_many("a1", "c1") == (replace(a, telehealth=False), c)
+    assert await store.get_many("nope", "c1") == (None, c)
+    assert await store.get_many("a1", "nope") == (replace(a, telehealth=False), None)
 
 
 def _member(pid: str, presence=Presence.WAITING) -> RoomMember:
