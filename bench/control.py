@@ -63,8 +63,8 @@ SHARE_DENIED = 0.03  # waiting clients denied after the first round (waiting roo
 KIND_PUT_APPOINTMENT, KIND_POST_TOKEN, KIND_GET_ROOM = 0, 1, 2
 KIND_NAMES = ("put_appointment", "post_token", "get_room")
 MIX_WEIGHTS = (0.4, 0.3, 0.3)
-SHARE_OPEN_ROOMS = 0.75
-NEW_PER_APPOINTMENT = 4  # size of tomorrow's calendar the PUTs create and reschedule, per seeded appointment  # of the API's appointments, rooms opened before the load starts
+SHARE_OPEN_ROOMS = 0.75  # of the API's appointments, rooms opened before the load starts
+NEW_PER_APPOINTMENT = 4  # size of tomorrow's calendar the PUTs create and reschedule, per seeded appointment
 
 HTTP_TIMEOUT_SECONDS = 10.0
 SETTLE_SECONDS = 0.5
@@ -1257,8 +1257,9 @@ def plot(report: dict[str, Any], path: str) -> None:
     ax2.set_title("Rooms.join throughput")
     ax2.legend(fontsize=8)
     m = report["machine"]
-    fig.suptitle(f"telesfu bench control — {m['nproc']} CPU {m['cpu_model']}, {m['date']}, {m['git_commit'] or ''}",
-                 fontsize=9)
+    others = report.get("contention", {}).get("other_cpu_cores", 0.0)
+    fig.suptitle(f"telesfu bench control — {m['nproc']} CPU {m['cpu_model']}, {m['date']}, {m['git_commit'] or ''}; "
+                 f"other processes used {others:.2f} cores on average", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

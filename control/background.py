@@ -23,9 +23,12 @@ class Background:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
+        if task is None:
+            return
+        # Cancel until it is done: a cancel that lands just as an inner wait_for completes
+        # can be swallowed (Python 3.11, redis-py's command timeouts), and one try would hang.
+        while not task.done():
             task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+            await asyncio.wait({task}, timeout=0.1)
+        if not task.cancelled():
+            task.exception()  # the loop ended on its own: retrieved, so asyncio does not warn

@@ -121,8 +121,9 @@ class Rooms:
         def apply(room: Room | None) -> tuple[Room | None, tuple[Decision, Room | None, Room | None]]:
             before = room
             if room is not None and not room.is_open and room.close_reason == "empty":
-                # everyone had left: the next join opens a new session; denials stand
-                room = replace(room, opened_at=now, closed_at=None, close_reason="", members=(),
+                # everyone had left: the next join opens a new session; denials stand, but
+                # "admitted in this session" does not carry over
+                room = replace(room, opened_at=now, closed_at=None, close_reason="", members=(), cleared=(),
                                node_id=self.node_id)
                 before = None
             decision = decide(claims, apt, provider, client, room, now, self.window, max_p)

@@ -180,6 +180,13 @@ async def put_appointment(request: web.Request) -> web.Response:
 
 async def _close_if_no_longer_joinable(node: Node, apt: Appointment) -> None:
     if apt.telehealth and apt.status is AppointmentStatus.SCHEDULED:
+        room = await node.store.get_room(apt.id)
+        for m in room.members if room is not None and room.is_open else ():
+            if apt.role_of(m.participant_id) is None:  # taken off the roster mid-session
+                try:
+                    await node.rooms.remove(apt.id, m.participant_id, Actor.api(), "removed_from_roster")
+                except ActionError:
+                    pass  # left meanwhile
         return
     room = await node.store.get_room(apt.id)
     if room is not None and room.is_open:

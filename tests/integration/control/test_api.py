@@ -240,3 +240,25 @@ async def test_readyz_fails_when_the_store_is_down(redis_url, redis_prefix):
         assert s == 503 and b["error"]["code"] == "not_ready"
         s, b = await ln.call("GET", "/v1/rooms")
         assert s == 503 and b["error"]["code"] == "store_unavailable"
+
+
+async def test_a_client_taken_off_the_roster_is_removed_from_the_live_room(live):
+    apt = await live.setup_appointment("a1", clients=("c1", "c2"))
+    await live.node.rooms.join(await live.token("a1", "c2"))
+    body = {k: apt[k] for k in ("provider_id", "telehealth", "starts_at", "ends_at")}
+    s, _ = await live.call("PUT", "/v1/appointments/a1", {**body, "client_ids": ["c1"]})
+    assert s == 200
+    room = (await live.call("GET", "/v1/rooms/a1"))[1]
+    assert [p["participant_id"] for p in room["participants"]] == []
+    audit = (await live.call("GET", "/v1/audit?appointment_id=a1"))[1]["entries"]
+    assert ("remove", "c2", "removed") in [(e["action"], e["subject_id"], e["code"]) for e in audit]
+
+
+async def test_a_new_session_after_everyone_left_starts_with_a_waiting_room_again(live):
+    await live.setup_appointment("a1", clients=("c1",), waiting_room=True)
+    r = live.node.rooms
+    assert (await r.join(await live.token("a1", "c1"))).code.value == "waiting"
+    await live.call("POST", "/v1/rooms/a1/participants/c1/admit")
+    assert (await r.join(await live.token("a1", "c1"))).code.value == "admitted"  # a reconnect
+    await r.leave("a1", "c1")  # everyone left: the session is over
+    assert (await r.join(await live.token("a1", "c1"))).code.value == "waiting"

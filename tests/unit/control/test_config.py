@@ -91,3 +91,4 @@ def test_bad_env_names_the_key(env, key):
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "absent.toml", env={})
+
