@@ -6,6 +6,10 @@ key is used as an HMAC secret) and any other algorithm are refused as `token_inv
 
 from __future__ import annotations
 
+import binascii
+import hashlib
+import hmac
+import json
 import secrets
 import time
 import warnings
@@ -62,28 +66,39 @@ class TokenService:
         return MintedToken(token, exp, jti)
 
     def verify(self, token: object, now: float | None = None) -> JoinClaims:
-        """Verify signature, algorithm, audience and times. Raises TokenError."""
-        if not isinstance(token, str) or not token or len(token) > _MAX_TOKEN_BYTES:
+        """Verify signature, algorithm, audience and times. Raises TokenError.
+
+        A single pass with the standard library (PyJWT mints): the header must say HS256 and
+        name a configured kid; the signature is compared in constant time before the claims
+        are even decoded.
+        """
+        if not isinstance(token, str) or not token or len(token) > _MAX_TOKEN_BYTES or not token.isascii():
             raise TokenError(Code.TOKEN_INVALID, "token missing or too long")
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
-            raise TokenError(Code.TOKEN_INVALID, "malformed token") from None
+        parts = token.split(".")
+        if len(parts) != 3:
+            raise TokenError(Code.TOKEN_INVALID, "malformed token")
+        header = _json_segment(parts[0])
+        if header is None:
+            raise TokenError(Code.TOKEN_INVALID, "malformed token")
         if header.get("alg") != ALGORITHM:
             raise TokenError(Code.TOKEN_INVALID, "algorithm not allowed")
         kid = header.get("kid")
         key = self._keys.get(kid) if isinstance(kid, str) else None
         if key is None:
             raise TokenError(Code.TOKEN_INVALID, "unknown key id")
-        options = {"require": list(_REQUIRED), "verify_exp": False, "verify_nbf": False, "verify_iat": False}
-        try:
-            claims = jwt.decode(token, key, algorithms=[ALGORITHM], audience=AUDIENCE, options=options)
-        except jwt.InvalidAudienceError:
-            raise TokenError(Code.TOKEN_INVALID, "wrong audience") from None
-        except jwt.MissingRequiredClaimError as e:
-            raise TokenError(Code.TOKEN_INVALID, f"missing claim {e.claim}") from None
-        except jwt.PyJWTError:
-            raise TokenError(Code.TOKEN_INVALID, "bad signature") from None
+        signature = _b64url(parts[2])
+        expected = hmac.new(key, f"{parts[0]}.{parts[1]}".encode("ascii"), hashlib.sha256).digest()
+        if signature is None or not hmac.compare_digest(signature, expected):
+            raise TokenError(Code.TOKEN_INVALID, "bad signature")
+        claims = _json_segment(parts[1])
+        if claims is None:
+            raise TokenError(Code.TOKEN_INVALID, "malformed claims")
+        for name in _REQUIRED:
+            if name not in claims:
+                raise TokenError(Code.TOKEN_INVALID, f"missing claim {name}")
+        aud = claims["aud"]
+        if not (aud == AUDIENCE or (isinstance(aud, list) and AUDIENCE in aud)):
+            raise TokenError(Code.TOKEN_INVALID, "wrong audience")
         # Times are checked here, against an injectable clock.
         t = time.time() if now is None else now
         exp, iat, nbf = claims.get("exp"), claims.get("iat"), claims.get("nbf")
@@ -114,3 +129,27 @@ class TokenService:
             return self.verify(token, now)
         except TokenError as e:
             return e.code
+
+
+def _b64url(segment: str) -> bytes | None:
+    """Strict base64url (no padding, nothing outside the alphabet), or None."""
+    if "=" in segment:
+        return None
+    try:
+        return binascii.a2b_base64((segment + "=" * (-len(segment) % 4)).translate(_TO_STANDARD), strict_mode=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _json_segment(segment: str) -> dict[str, object] | None:
+    raw = _b64url(segment)
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+_TO_STANDARD = str.maketrans("-_", "+/")

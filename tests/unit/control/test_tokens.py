@@ -124,3 +124,35 @@ def test_bad_claim_types_refused():
     for over in ({"role": "admin"}, {"exp": "soon"}, {"sub": 7}, {"iat": True}, {"name": ["x"]}):
         tok = jwt.encode(claims(**over), K1, algorithm="HS256", headers={"kid": "k1"})
         assert service().check(tok, now=NOW) is Code.TOKEN_INVALID, over
+
+
+def _signed(header_b64: str, payload_b64: str, key: str = K1) -> str:
+    import hashlib
+    import hmac
+
+    sig = hmac.new(key.encode(), f"{header_b64}.{payload_b64}".encode(), hashlib.sha256).digest()
+    return f"{header_b64}.{payload_b64}.{base64.urlsafe_b64encode(sig).rstrip(b'=').decode()}"
+
+
+@pytest.mark.parametrize("case", ["non_ascii", "padding", "bad_alphabet", "header_list", "payload_list",
+                                  "deep_nesting", "four_parts", "aud_list_without_us"])
+def test_hand_made_tokens_with_a_valid_signature_are_still_checked(case):
+    """The verifier parses base64url strictly and the JSON defensively, after checking the MAC."""
+    h = b64({"alg": "HS256", "typ": "JWT", "kid": "k1"})
+    p = b64(claims())
+    token = {
+        "non_ascii": _signed(h, p) + "é",
+        "padding": _signed(h + "==", p),
+        "bad_alphabet": _signed(h, p[:-1] + "*"),
+        "header_list": _signed(base64.urlsafe_b64encode(b'["HS256"]').rstrip(b"=").decode(), p),
+        "payload_list": _signed(h, base64.urlsafe_b64encode(b"[1, 2]").rstrip(b"=").decode()),
+        "deep_nesting": _signed(h, base64.urlsafe_b64encode(b"[" * 100000 + b"]" * 100000).rstrip(b"=").decode()),
+        "four_parts": _signed(h, p) + ".x",
+        "aud_list_without_us": _signed(h, b64(claims(aud=["other"]))),
+    }[case]
+    assert service().check(token, now=NOW) is Code.TOKEN_INVALID
+
+
+def test_audience_list_containing_us_is_accepted():
+    token = _signed(b64({"alg": "HS256", "typ": "JWT", "kid": "k1"}), b64(claims(aud=["x", "telesfu"])))
+    assert service().verify(token, now=NOW).sub == "c1"
