@@ -102,7 +102,8 @@ class KeyframeRequester:
             self._asked = True
             self.suppressed += 1
             return False
-        if now - self._sent_at < self.min_interval:
+        if now - self._sent_at < self.min_interval and self.last_keyframe_at <= self._sent_at:
+            # (a keyframe that arrived since the last request served that one, not this)
             self._deferred = True
             self.suppressed += 1
             return False

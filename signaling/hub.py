@@ -193,8 +193,11 @@ class Hub:
             self._spawn(self._send_waiting_list(apt), "waiting list")
         elif t is RoomEventType.MUTED:
             self._spawn(self.media.set_muted(apt, pid, e.kind, e.muted, by="provider"), "mute")
-        elif t is RoomEventType.CLOSED and e.reason != "empty":
-            self._close_room(apt, e.reason)
+        elif t is RoomEventType.CLOSED:
+            if e.reason == "empty":
+                self._release_room(apt)
+            else:
+                self._close_room(apt, e.reason)
 
     def _tell_waiting(self, apt: str, provider_present: bool) -> None:
         """Waiting clients learn whether their provider is there, and nothing else."""
@@ -227,6 +230,21 @@ class Hub:
             unsub()
         if self.media.worker_for(apt) is not None:
             self._spawn(self.media.close_room(apt), "close media room")
+
+    def _release_room(self, apt: str) -> None:
+        """Everyone left: free the media room and the room's timers (a new join opens them again)."""
+        h = self._window.pop(apt, None)
+        if h is not None:
+            h.cancel()
+        unsub = self._unsubscribe.pop(apt, None)
+        if unsub is not None:
+            unsub()
+
+        async def close_if_still_empty() -> None:
+            if self.media.worker_for(apt) is not None and not self.media.members.get(apt):
+                await self.media.close_room(apt)
+
+        self._spawn(close_if_still_empty(), "release the media room")
 
     async def _arm_window(self, apt_id: str) -> None:
         """End the session when its join window closes."""

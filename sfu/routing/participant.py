@@ -454,7 +454,9 @@ class Participant:
                 continue
             first = not dt.bound
             dt.bind(st.mid, st.codec.payload_type, st.codec.rtx_payload_type, st.codec.nack)
-            if first and dt.track.kind == "video":
+            # A keyframe for a new video DownTrack, once its subscriber can receive it: now if the
+            # transport is up (renegotiation), else when it connects (see _state_cb).
+            if first and dt.is_video and self.subscribe_state == "connected":
                 dt.track.request_keyframe(self.clock())
 
     # -- lifecycle --------------------------------------------------------------------------------

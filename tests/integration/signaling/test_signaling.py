@@ -338,3 +338,25 @@ async def test_a_flooding_client_is_closed_and_leaves_the_room(ln):
     finally:
         await c.close()
         await pr.close()
+
+
+async def test_a_room_everyone_left_frees_its_media_room(ln):
+    await ln.setup_appointment("a1", provider="prov", clients=("cli",))
+    pr = await client(ln, "a1", "prov")
+    c = await client(ln, "a1", "cli")
+    try:
+        await pr.wait_for("joined")
+        await c.wait_for("joined")
+        assert ln.node.media.worker_for("a1") is not None
+        await c.send({"type": "leave"})
+        await pr.send({"type": "leave"})
+        await c.wait_closed()
+        await pr.wait_closed()
+        await wait_until(lambda: ln.node.media.worker_for("a1") is None, 5, "media room released")
+        c2 = await client(ln, "a1", "cli")  # the next session opens it again
+        await c2.wait_for("joined")
+        await wait_until(lambda: ln.node.media.worker_for("a1") is not None, 5, "media room again")
+        await c2.close()
+    finally:
+        await c.close()
+        await pr.close()

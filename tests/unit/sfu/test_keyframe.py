@@ -18,12 +18,13 @@ def test_scenario_table() -> None:
         (0.95, "tick", False),
         (1.0, "request", True),  # no keyframe within 1 s: repeat
         (1.2, "keyframe", False),
-        (1.3, "request", False),  # answered, but only 0.3 s since the last send: deferred
+        (1.3, "request", True),  # 0.3 s since the last send, but a keyframe came in between: a new need
         (1.4, "tick", False),
-        (1.5, "tick", True),  # the deferred request
+        (1.5, "tick", False),  # outstanding, not due for a repeat
         (1.6, "keyframe", False),
-        (1.7, "request", False),  # deferred again...
-        (1.8, "keyframe", False),  # ...and satisfied by this keyframe
+        (1.7, "request", True),  # again a keyframe since the last send
+        (1.75, "request", False),  # outstanding: suppressed
+        (1.8, "keyframe", False),
         (2.1, "tick", False),
         (2.2, "request", True),
     ]
@@ -36,7 +37,7 @@ def test_scenario_table() -> None:
             kf.on_keyframe(now)
             got = False
         assert got is want, (now, op)
-    assert (kf.requested, kf.sent, kf.suppressed, kf.retried, kf.keyframes) == (7, 4, 4, 1, 3)
+    assert (kf.requested, kf.sent, kf.suppressed, kf.retried, kf.keyframes) == (8, 5, 3, 1, 3)
     assert kf.last_reason == "test"
     assert kf.last_keyframe_at == 1.8
 
@@ -125,11 +126,23 @@ def test_rate_limit_and_liveness(
             kf.on_keyframe(now)
             keyframes.append(now)
     for a, b in zip(sends, sends[1:], strict=False):
-        assert b - a >= min_interval - 1e-9
         if not any(a < k <= b for k in keyframes):
-            assert b - a >= retry_after - 1e-9  # a repeat waits for the keyframe
+            # without a keyframe in between, sends respect the minimum interval, and a repeat
+            # waits for the retry time; with one, the PLI rate is bounded by the keyframe rate
+            assert b - a >= min_interval - 1e-9
+            assert b - a >= retry_after - 1e-9
     for r in requests:
         horizon = r + retry_after + tick_period + 1e-9
         assert any(r <= s <= horizon for s in sends) or any(r < k <= horizon for k in keyframes), r
     assert kf.sent == len(sends)
     assert kf.requested == len(requests)
+
+
+def test_a_keyframe_since_the_last_request_lifts_the_minimum_interval() -> None:
+    """A new subscriber that needs a keyframe right after one arrived (which it could not use)
+    gets a request at once, not min_interval later."""
+    kr = KeyframeRequester(min_interval=0.5)
+    assert kr.request(10.0, "first subscriber")
+    kr.on_keyframe(10.05)
+    assert kr.request(10.1, "second subscriber")  # within 0.5 s, but a keyframe came in between
+    assert not kr.request(10.2, "third")  # pending again: suppressed until the next keyframe
