@@ -17,9 +17,16 @@ def main(argv: list[str]) -> int:
     from bench import media as media_bench
 
     media_bench.add_arguments(p_media)
+    p_joins = sub.add_parser("joins", help="join latency to the first remote frame (aiortc and Chromium, with and "
+                                           "without the waiting room), and admitted joins per second")
+    from bench import joins as joins_bench
+
+    joins_bench.add_arguments(p_joins)
     args = parser.parse_args(argv)
     if args.scenario == "control":
         return control_bench.run(args)
     if args.scenario == "media":
         return media_bench.run(args)
+    if args.scenario == "joins":
+        return joins_bench.run(args)
     return 2

@@ -25,6 +25,7 @@ and the delay histograms, and routes the SFU's subscribe offers to participants.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import socket
@@ -1207,3 +1208,151 @@ class LoadGenerator:
             for s in p.subscriber.streams.values():
                 out.append({"room": room, "subscriber": pid, **s.summary()})
         return out
+
+
+# -- signaling through a node's WebSocket -----------------------------------------------------------------
+
+TokenSource = Callable[[str, str], Any]  # (room id, participant id) -> awaitable join token
+REPLY_TIMEOUT = 15.0
+
+
+class SignalingRefused(Exception):
+    """The node refused a join or an offer (`error{code}` or a close)."""
+
+
+class _Connection:
+    """One participant's WebSocket and what it waits for."""
+
+    __slots__ = ("room_id", "participant_id", "ws", "reader", "joined", "answers", "closed_code", "waiting_since",
+                 "admitted_at")
+
+    def __init__(self, room_id: str, participant_id: str, ws: Any) -> None:
+        self.room_id = room_id
+        self.participant_id = participant_id
+        self.ws = ws
+        self.reader: asyncio.Task[None] | None = None
+        loop = asyncio.get_running_loop()
+        self.joined: asyncio.Future[None] = loop.create_future()
+        self.answers: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.closed_code: int | None = None
+        self.waiting_since = 0.0
+        self.admitted_at = 0.0
+
+
+class NodeSignaling:
+    """`Signaling` through a node's `GET /v1/rtc`: one WebSocket per participant, joined with a
+    token from `tokens`. Subscribe offers go to `on_event` in the shape MediaPlane events have.
+    With `auto_admit`, a provider connection admits each `participant_waiting` at once; the
+    admission wait of every client that waited is kept in `admission_waits` (seconds). `prefix` is
+    what the node's ids carry before ours (a run's tag, so runs can share a node); it is taken off
+    the participant ids of subscribe offers' tracks."""
+
+    def __init__(self, url: str, tokens: TokenSource, *, auto_admit: bool = True, prefix: str = "") -> None:
+        self.prefix = prefix
+        self.ws_url = url.rstrip("/").replace("http://", "ws://").replace("https://", "wss://") + "/v1/rtc"
+        self.tokens = tokens
+        self.auto_admit = auto_admit
+        self.on_event: Callable[[dict[str, Any]], None] = lambda e: None
+        self.connections: dict[tuple[str, str], _Connection] = {}
+        self.admission_waits: list[float] = []
+        self.messages: dict[str, int] = {}
+        self._session: Any = None
+
+    async def _http(self) -> Any:
+        if self._session is None:
+            import aiohttp
+
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    async def add_participant(self, room_id: str, participant_id: str, can_publish: bool = True,
+                              can_subscribe: bool = True) -> None:
+        """Connect, send `join{token}` and return once `joined` arrives (after the waiting room, if any).
+        Raises SignalingRefused."""
+        token = await self.tokens(room_id, participant_id)
+        session = await self._http()
+        ws = await session.ws_connect(self.ws_url, heartbeat=None, max_msg_size=0)
+        conn = _Connection(room_id, participant_id, ws)
+        self.connections[(room_id, participant_id)] = conn
+        conn.reader = asyncio.ensure_future(self._read(conn))
+        await ws.send_str(json.dumps({"type": "join", "token": token}))
+        try:
+            await asyncio.wait_for(asyncio.shield(conn.joined), REPLY_TIMEOUT + 30.0)
+        except TimeoutError:
+            raise SignalingRefused(f"{participant_id}: no joined within {REPLY_TIMEOUT + 30.0:.0f} s") from None
+
+    async def publish_offer(self, room_id: str, participant_id: str, sdp: str) -> str:
+        conn = self.connections[(room_id, participant_id)]
+        last: dict[str, Any] = {}
+        for _ in range(20):
+            await conn.ws.send_str(json.dumps({"type": "publish_offer", "sdp": sdp}))
+            reply = await asyncio.wait_for(conn.answers.get(), REPLY_TIMEOUT)
+            if reply.get("type") == "publish_answer":
+                return str(reply["sdp"])
+            last = reply
+            await asyncio.sleep(0.1)  # admitted a moment ago: its media room may still be being entered
+        raise SignalingRefused(f"{participant_id}: publish_offer refused: {last}")
+
+    async def subscribe_answer(self, room_id: str, participant_id: str, sdp: str) -> None:
+        conn = self.connections[(room_id, participant_id)]
+        await conn.ws.send_str(json.dumps({"type": "subscribe_answer", "sdp": sdp}))
+
+    async def _read(self, conn: _Connection) -> None:
+        import aiohttp
+
+        ws = conn.ws
+        try:
+            async for m in ws:
+                if m.type != aiohttp.WSMsgType.TEXT:
+                    continue
+                d = json.loads(m.data)
+                kind = str(d.get("type"))
+                self.messages[kind] = self.messages.get(kind, 0) + 1
+                if kind == "subscribe_offer":
+                    tracks = d.get("tracks") or []
+                    if self.prefix:
+                        n = len(self.prefix)
+                        tracks = [{**t, "participant_id": str(t.get("participant_id", ""))[n:]}
+                                  if str(t.get("participant_id", "")).startswith(self.prefix) else t for t in tracks]
+                    self.on_event({"type": "subscribe_offer", "room_id": conn.room_id,
+                                   "participant_id": conn.participant_id, "sdp": d.get("sdp", ""),
+                                   "tracks": tracks})
+                elif kind == "publish_answer":
+                    conn.answers.put_nowait(d)
+                elif kind == "joined":
+                    if conn.waiting_since:
+                        conn.admitted_at = _monotonic()
+                        self.admission_waits.append(conn.admitted_at - conn.waiting_since)
+                    if not conn.joined.done():
+                        conn.joined.set_result(None)
+                elif kind == "waiting":
+                    if not conn.waiting_since:
+                        conn.waiting_since = _monotonic()
+                elif kind == "participant_waiting" and self.auto_admit:
+                    pid = str((d.get("participant") or {}).get("participant_id", ""))
+                    if pid:
+                        await ws.send_str(json.dumps({"type": "admit", "participant_id": pid}))
+                elif kind == "error":
+                    if not conn.joined.done():
+                        conn.joined.set_exception(SignalingRefused(f"{conn.participant_id}: {d}"))
+                    else:
+                        conn.answers.put_nowait(d)
+        except Exception as e:  # noqa: BLE001 - a broken socket ends this participant, the run reports it
+            log.warning("signaling reader of %s: %r", conn.participant_id, e)
+        conn.closed_code = ws.close_code
+        if not conn.joined.done():
+            conn.joined.set_exception(SignalingRefused(f"{conn.participant_id}: closed ({ws.close_code})"))
+
+    async def close(self) -> None:
+        for conn in self.connections.values():
+            if not conn.ws.closed:
+                try:
+                    await conn.ws.send_str(json.dumps({"type": "leave"}))
+                    await conn.ws.close()
+                except Exception:  # noqa: BLE001 - closing anyway
+                    pass
+        readers = [c.reader for c in self.connections.values() if c.reader is not None]
+        await asyncio.gather(*readers, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

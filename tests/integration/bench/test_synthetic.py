@@ -10,7 +10,8 @@ import time
 import pytest
 
 from bench.media import add_arguments as add_media_arguments
-from bench.media import fanout, group, one_to_one, scenarios_from
+from bench.media import fanout, group, one_to_one, scenarios_from, waiting_room
+from bench.media import run as run_media
 from bench.media_source import EncodedMedia
 from bench.synthetic import (
     ABS_SEND_TIME_UNITS,
@@ -353,6 +354,8 @@ def test_fanout_publisher_does_not_subscribe() -> None:
     (["group", "--size", "4", "--rooms", "2", "--duration", "3"], [group(4, 2)]),
     (["fanout", "--subscribers", "7"], [fanout(7)]),
     (["suite"], [one_to_one(1), one_to_one(5), group(6), fanout(20)]),
+    (["waiting-room", "--rooms", "3"], [waiting_room(3, 2)]),
+    (["waiting-room", "--size", "4", "--ramp"], [waiting_room(1, 4)]),
 ])
 def test_command_line_scenarios(argv: list[str], expected: list[object]) -> None:
     parser = argparse.ArgumentParser()
@@ -365,3 +368,32 @@ def test_bad_scenarios_are_refused() -> None:
         group(1)
     with pytest.raises(ValueError):
         one_to_one(0)
+
+
+def test_waiting_room_scenario() -> None:
+    w = waiting_room(2, 3)
+    assert w.waiting_room and w.kind == "group" and w.participants == 6 and w.forwarded_streams == 24
+    assert w.name == "waiting room 3x2" and not one_to_one(1).waiting_room
+
+
+def test_media_options() -> None:
+    parser = argparse.ArgumentParser()
+    add_media_arguments(parser)
+    a = parser.parse_args(["group", "--ramp", "--step-seconds", "4", "--max-rooms", "9", "--target",
+                           "http://n:8080", "--api-key", "k" * 8, "--client", "aiortc"])
+    assert a.ramp and a.step_seconds == 4.0 and a.max_rooms == 9 and a.max_seconds == 600.0
+    assert a.target == "http://n:8080" and a.api_key == "k" * 8 and a.client == "aiortc" and not a.direct
+    d = parser.parse_args(["one-to-one"])
+    assert not d.ramp and d.target is None and not d.direct and d.client == "synthetic"
+
+
+@pytest.mark.parametrize("argv", [
+    ["one-to-one", "--direct", "--target", "http://n:8080", "--api-key", "k" * 8],
+    ["one-to-one", "--direct", "--client", "aiortc"],
+    ["one-to-one", "--target", "http://n:8080"],
+])
+def test_contradictory_media_options_are_refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser()
+    add_media_arguments(parser)
+    assert run_media(parser.parse_args(argv)) == 2
+    assert "telesfu bench media:" in capsys.readouterr().err
