@@ -162,13 +162,13 @@ async def put_appointment(request: web.Request) -> web.Response:
     node = request.app[NODE]
     apt_id = v.check_id(request.match_info["id"], "appointment id")
     apt = v.appointment_from_body(apt_id, await read_json(request), node.config.rooms.max_participants)
-    if await node.store.get_provider(apt.provider_id) is None:
+    provider, clients, current = await node.store.get_references(apt.provider_id, apt.client_ids, apt_id)
+    if provider is None:
         raise RequestError("unknown_provider", f"provider {apt.provider_id} is not registered", 422)
-    for cid in apt.client_ids:
-        if await node.store.get_client(cid) is None:
+    for cid, client in zip(apt.client_ids, clients, strict=True):
+        if client is None:
             raise RequestError("unknown_client", f"client {cid} is not registered", 422)
     now = utcnow()
-    current = await node.store.get_appointment(apt_id)
     if current is not None and current.telehealth != apt.telehealth and current.starts_at <= now:
         raise RequestError("appointment_started", "telehealth can only be switched before the appointment starts",
                            409)

@@ -65,6 +65,9 @@ class Store(Protocol):
     async def get_appointment(self, appointment_id: str) -> Appointment | None: ...
     async def get_many(self, appointment_id: str, client_id: str) -> tuple[Appointment | None, Client | None]:
         """The appointment and a client together (one round trip where the backend can)."""
+    async def get_references(self, provider_id: str, client_ids: tuple[str, ...], appointment_id: str
+                             ) -> tuple[Provider | None, list[Client | None], Appointment | None]:
+        """What a PUT of an appointment refers to, in one round trip where the backend can."""
 
     # rooms
     async def get_room(self, appointment_id: str) -> Room | None: ...

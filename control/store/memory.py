@@ -61,6 +61,11 @@ class MemoryStore:
     async def get_many(self, appointment_id: str, client_id: str) -> tuple[Appointment | None, Client | None]:
         return self._appointments.get(appointment_id), self._clients.get(client_id)
 
+    async def get_references(self, provider_id: str, client_ids: tuple[str, ...], appointment_id: str
+                             ) -> tuple[Provider | None, list[Client | None], Appointment | None]:
+        return (self._providers.get(provider_id), [self._clients.get(c) for c in client_ids],
+                self._appointments.get(appointment_id))
+
     async def get_room(self, appointment_id: str) -> Room | None:
         return self._rooms.get(appointment_id)
 

@@ -140,6 +140,16 @@ class RedisStore:
         a, c = await self._run(self._r.mget([self._k("appointment", appointment_id), self._k("client", client_id)]))
         return (Appointment.from_json(_load(a)) if a else None, Client.from_json(_load(c)) if c else None)
 
+    async def get_references(self, provider_id: str, client_ids: tuple[str, ...], appointment_id: str
+                             ) -> tuple[Provider | None, list[Client | None], Appointment | None]:
+        keys = [self._k("provider", provider_id), *(self._k("client", c) for c in client_ids),
+                self._k("appointment", appointment_id)]
+        values = await self._run(self._r.mget(keys))
+        provider = Provider.from_json(_load(values[0])) if values[0] else None
+        clients = [Client.from_json(_load(v)) if v else None for v in values[1:-1]]
+        apt = Appointment.from_json(_load(values[-1])) if values[-1] else None
+        return provider, clients, apt
+
     async def update_room(self, appointment_id: str, fn: RoomUpdate[T]) -> T:
         # Optimistic: read, decide in Python, then a compare-and-set script that writes only if
         # the room is still what was read (two round trips; a conflict retries).

@@ -54,6 +54,9 @@ async def test_records_round_trip_and_put_returns_previous(store):
     assert await store.get_many("a1", "c1") == (replace(a, telehealth=False), c)
     assert await store.get_many("nope", "c1") == (None, c)
     assert await store.get_many("a1", "nope") == (replace(a, telehealth=False), None)
+    assert await store.get_references("p1", ("c1", "ghost"), "a1") == (
+        replace(p, waiting_room_enabled=True), [c, None], replace(a, telehealth=False))
+    assert await store.get_references("nope", (), "nope") == (None, [], None)
 
 
 def _member(pid: str, presence=Presence.WAITING) -> RoomMember:
