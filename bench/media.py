@@ -746,7 +746,9 @@ async def _join_all(scenario: Scenario, gen: LoadGenerator, concurrency: int, pr
     async def one(room_id: str, pid: str, publish: bool, subscribe: bool) -> None:
         nonlocal done
         async with sem:
+            started = time.monotonic()
             await gen.add(room_id, pid, publish=publish, subscribe=subscribe)
+            JOIN_TIMES.append(time.monotonic() - started)
         done += 1
         if progress is not None:
             progress("joining", done, total, f"{done}/{total} participants")
@@ -951,6 +953,11 @@ def _figures(scenario: Scenario, samples: list[Sample], w0: int, final: Sample, 
         "quality": quality, "generator": generator, "machine_load": machine, "consistency": consistency,
         "timeline": timeline, "streams": gen.stream_summaries(), "events": dict(gen.events), "errors": errors[:50],
     }
+    times = sorted(JOIN_TIMES)
+    run["join_ms"] = {"count": len(times),
+                      "p50": round(1000 * times[len(times) // 2], 2) if times else None,
+                      "p95": round(1000 * times[min(len(times) - 1, int(len(times) * 0.95))], 2) if times else None}
+    JOIN_TIMES.clear()
     run["aims"] = aims(scenario, run)
     return run
 
@@ -1247,6 +1254,8 @@ def print_summary(report: dict[str, Any]) -> None:
     row("  in quiet seconds", lambda r: "{p50_ms:.2f} / {p95_ms:.2f} / {p99_ms:.2f}".format(**r["quiet"]["delay_ms"]))
     row("  audio p50/p99 ms", lambda r: "{p50_ms:.2f} / {p99_ms:.2f}".format(**r["delay_ms"]["audio"]))
     row("  video p50/p99 ms", lambda r: "{p50_ms:.2f} / {p99_ms:.2f}".format(**r["delay_ms"]["video"]))
+    row("join time p50/p95 ms", lambda r: f"{r['join_ms']['p50']} / {r['join_ms']['p95']}"
+        if r.get("join_ms", {}).get("count") else "-")
     row("loss (packets)", lambda r: f"{r['quality']['loss_fraction']:.4%} ({r['quality']['lost_packets']})")
     row("jitter ms audio/video (mean)", lambda r: f"{r['quality']['jitter_ms']['audio']['mean']:.2f} / "
                                                   f"{r['quality']['jitter_ms']['video']['mean']:.2f}")
@@ -1342,6 +1351,9 @@ def plot(report: dict[str, Any], path: str) -> None:
 RAMP_LOSS_LIMIT = 0.01
 RAMP_P99_LIMIT_MS = 50.0
 RAMP_SETTLE_SECONDS = 1.0
+# How long each participant's join took (token join over signaling through publish/subscribe
+# set-up), collected by _join_all for the run being measured.
+JOIN_TIMES: list[float] = []
 RAMP_JOIN_TIMEOUT = 60.0  # a step whose rooms take longer to join has passed the node's capacity
 
 

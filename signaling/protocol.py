@@ -105,6 +105,11 @@ class MuteParticipant:
 
 
 @dataclass(frozen=True, slots=True)
+class EndSession:
+    """The provider ends the session for everyone."""
+
+
+@dataclass(frozen=True, slots=True)
 class Leave:
     pass
 
@@ -115,7 +120,7 @@ class Ping:
 
 
 Message = (Join | PublishOffer | SubscribeAnswer | Mute | Admit | AdmitAll | Deny | Remove | MuteParticipant
-           | Leave | Ping)
+           | EndSession | Leave | Ping)
 
 
 def _str(d: dict[str, Any], key: str, max_len: int, *, required: bool = True) -> str:
@@ -166,6 +171,8 @@ def parse_message(frame: str | bytes) -> Message:
         if kind not in ("audio", "video", ""):
             raise ProtocolError("invalid_field", "kind must be audio, video or empty")
         return MuteParticipant(_str(d, "participant_id", MAX_ID), kind, _bool(d, "muted", True))
+    if t == "end_session":
+        return EndSession()
     if t == "leave":
         return Leave()
     if t == "ping":

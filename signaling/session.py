@@ -170,7 +170,7 @@ class Session:
         elif isinstance(m, p.Mute):
             kind = m.track_id if m.track_id in ("audio", "video") else _kind_of(m.track_id, pid)
             await media.set_muted(apt, pid, kind, m.muted, by=pid)
-        elif isinstance(m, p.Admit | p.AdmitAll | p.Deny | p.Remove | p.MuteParticipant):
+        elif isinstance(m, p.Admit | p.AdmitAll | p.Deny | p.Remove | p.MuteParticipant | p.EndSession):
             await self._manage(m)
         else:  # pragma: no cover - every message type is handled above
             raise p.ProtocolError("unknown_type", "unhandled message")
@@ -189,6 +189,8 @@ class Session:
             await rooms.remove(apt, m.participant_id, actor)
         elif isinstance(m, p.MuteParticipant):
             await rooms.mute(apt, m.participant_id, actor, m.kind, m.muted)
+        elif isinstance(m, p.EndSession):
+            await rooms.end(apt, actor, "ended_by_provider")
 
     async def _join(self, token: str) -> None:
         self.joined_at = time.monotonic()

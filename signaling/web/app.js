@@ -739,6 +739,7 @@
     S.role = String(me.role || S.claims.role || "client");
     if (!S.joinedAt) S.joinedAt = Date.now();
     document.body.dataset.role = S.role;
+    $("ctl-end").hidden = S.role !== "provider";
     // the room as it is now
     const seen = new Set();
     for (const p of m.participants || []) {
@@ -1560,6 +1561,9 @@
     $("ctl-mic").addEventListener("click", () => setMicMuted(!S.micMuted, { announceIt: true }));
     $("ctl-cam").addEventListener("click", () => setCamOff(!S.camOff));
     $("ctl-leave").addEventListener("click", leave);
+    $("ctl-end").addEventListener("click", () => {
+      if (window.confirm("End this session for everyone?")) send({ type: "end_session" });
+    });
     $("wait-leave").addEventListener("click", leave);
     $("ctl-people").addEventListener("click", () => togglePanel());
     $("panel-close").addEventListener("click", () => {

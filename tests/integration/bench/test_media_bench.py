@@ -42,6 +42,7 @@ def _check(scenario: Scenario, r: dict[str, Any]) -> None:
     assert _close(c["publishers_sent"], c["sfu_received"]), c
     assert _close(c["subscribers_received"], c["sfu_forwarded"]), c
     assert c["subscriber_srtp_drops"] == 0 and c["unknown_ssrc"] == 0
+    assert r["join_ms"]["count"] == scenario.participants and 0 < r["join_ms"]["p50"] <= r["join_ms"]["p95"]
     # every subscriber got audio and video from every publisher of its room, with no loss
     got = {(s["room"], s["subscriber"], s["publisher"], s["kind"]) for s in r["streams"] if s["packets"] > 0}
     for room in range(scenario.rooms):

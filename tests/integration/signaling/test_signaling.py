@@ -360,3 +360,24 @@ async def test_a_room_everyone_left_frees_its_media_room(ln):
     finally:
         await c.close()
         await pr.close()
+
+
+async def test_the_provider_ends_the_session_for_everyone(ln):
+    await ln.setup_appointment("a1", provider="prov", clients=("cli",))
+    pr = await client(ln, "a1", "prov")
+    c = await client(ln, "a1", "cli")
+    try:
+        await pr.wait_for("joined")
+        await c.wait_for("joined")
+        await c.send({"type": "end_session"})  # a client may not
+        assert (await c.wait_for("error"))["code"] == "forbidden"
+        await pr.send({"type": "end_session"})
+        for x in (pr, c):
+            assert (await x.wait_for("room_closed"))["reason"] == "ended_by_provider"
+            assert await x.wait_closed() == p.CLOSE_LEFT
+        c2 = await client(ln, "a1", "cli")
+        assert (await c2.wait_for("error"))["code"] == "room_closed"
+        await c2.close()
+    finally:
+        await c.close()
+        await pr.close()

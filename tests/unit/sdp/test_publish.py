@@ -445,3 +445,17 @@ def test_bad_local_params_raise_value_error(sendonly_text: str, change: dict[str
     local: LocalTransportParams = dataclasses.replace(LOCAL, **change)  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         answer_publish_offer(parse_sdp(sendonly_text), local)
+
+
+def test_golden_aiortc_offer() -> None:
+    """A publish offer captured from aiortc 1.16 (the other independent implementation)."""
+    from .conftest import fixture_text
+
+    text = fixture_text("aiortc-sendonly-offer.sdp")
+    ans, params = answer(text)
+    kinds = {t.kind: t for t in params.tracks}
+    assert kinds["audio"].codec.name == "opus" and kinds["audio"].codec.clock_rate == 48000
+    assert kinds["video"].codec.name == "VP8" and kinds["video"].codec.rtx_payload_type == 98
+    assert kinds["video"].encodings[0].ssrc and kinds["video"].encodings[0].rtx_ssrc
+    assert params.transport.dtls_role == "server"  # aiortc offers actpass; the SFU is passive
+    assert parse_sdp(ans.to_text()) == ans
