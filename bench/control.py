@@ -19,7 +19,6 @@ import json
 import math
 import multiprocessing
 import os
-import platform
 import random
 import secrets
 import shlex
@@ -40,6 +39,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from bench.common import machine_info, percentile
 from control.config import Config
 from control.domain.admission import Code
 from control.domain.models import Appointment, Client, Provider, Role, format_time, utcnow
@@ -117,40 +117,10 @@ def run(args: argparse.Namespace) -> int:
 
 # -- machine ---------------------------------------------------------------------------------------
 
-def machine_info() -> dict[str, Any]:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    commit = ""
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                             text=True, timeout=5)
-        commit = out.stdout.strip() if out.returncode == 0 else ""
-    except (OSError, subprocess.SubprocessError):
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        usable = os.cpu_count() or 1
-    return {"nproc": usable, "cpu_count": os.cpu_count(), "cpu_model": model,
-            "python": platform.python_version(), "platform": platform.platform(),
-            "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "git_commit": commit,
-            "hostname": socket.gethostname()}
 
 
 # -- small pure helpers -----------------------------------------------------------------------------
 
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..1) of an ascending sequence; 0.0 when empty."""
-    n = len(sorted_values)
-    if n == 0:
-        return 0.0
-    return float(sorted_values[min(n - 1, max(0, math.ceil(q * n) - 1))])
 
 
 def latency_summary(values: Sequence[float]) -> dict[str, float]:

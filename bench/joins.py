@@ -23,7 +23,6 @@ import contextlib
 import json
 import math
 import os
-import platform
 import secrets
 import shlex
 import shutil
@@ -40,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+
+from bench.common import machine_info, percentile
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -164,12 +165,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 # -- small pure helpers ----------------------------------------------------------------------------------
 
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..1) of an ascending sequence; 0.0 when empty."""
-    n = len(sorted_values)
-    if n == 0:
-        return 0.0
-    return float(sorted_values[min(n - 1, max(0, math.ceil(q * n) - 1))])
 
 
 def summary_ms(values_ms: Sequence[float]) -> dict[str, float]:
@@ -244,31 +239,6 @@ def uid(prefix: str) -> str:
 
 # -- the machine ---------------------------------------------------------------------------------------
 
-def machine_info() -> dict[str, Any]:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    commit = ""
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                             timeout=5)
-        commit = out.stdout.strip() if out.returncode == 0 else ""
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        usable = os.cpu_count() or 1
-    try:
-        load = [round(x, 2) for x in os.getloadavg()]
-    except OSError:  # pragma: no cover
-        load = []
-    return {"nproc": usable, "cpu_count": os.cpu_count(), "cpu_model": model, "python": platform.python_version(),
-            "platform": platform.platform(), "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "git_commit": commit, "loadavg_at_start": load}
 
 
 def _clock_ticks() -> int:

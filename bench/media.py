@@ -45,7 +45,6 @@ import gc
 import json
 import math
 import os
-import platform
 import random
 import shlex
 import socket
@@ -58,6 +57,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from bench.common import machine_info
 from bench.media_source import EncodedMedia, load_media
 from bench.synthetic import LoadGenerator, NodeSignaling, histogram_summary, new_histogram
 from control.config import MediaConfig
@@ -225,29 +225,6 @@ def system_cpu() -> tuple[float, float]:
     return busy / tick, (v[7] if len(v) > 7 else 0) / tick
 
 
-def machine_info() -> dict[str, Any]:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    commit = ""
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                             timeout=5)
-        commit = out.stdout.strip() if out.returncode == 0 else ""
-    except (OSError, subprocess.SubprocessError):
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        usable = os.cpu_count() or 1
-    return {"nproc": usable, "cpu_model": model, "python": platform.python_version(),
-            "platform": platform.platform(), "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "git_commit": commit}
 
 
 def free_udp_port(count: int, host: str = "127.0.0.1") -> int:
