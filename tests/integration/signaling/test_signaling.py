@@ -27,6 +27,21 @@ async def client(ln, apt, pid, peer=None, join=True) -> SignalingClient:
     return await SignalingClient(ln, await ln.token(apt, pid), peer).connect(join)
 
 
+async def joined_pair(ln) -> tuple[SignalingClient, SignalingClient]:
+    """Appointment a1 (waiting room off) with its provider and its client both joined."""
+    await ln.setup_appointment("a1", provider="prov", clients=("cli",))
+    pr = await client(ln, "a1", "prov")
+    c = await client(ln, "a1", "cli")
+    try:
+        await pr.wait_for("joined")
+        await c.wait_for("joined")
+    except BaseException:
+        await c.close()
+        await pr.close()
+        raise
+    return pr, c
+
+
 async def test_waiting_room_admit_and_both_sides_see_each_other(ln):
     await ln.setup_appointment("a1", provider="prov", clients=("cli",), waiting_room=True)
     c = await client(ln, "a1", "cli", AiortcParticipant("cli", "blue"))
@@ -247,12 +262,8 @@ async def test_reconnect_within_grace_is_not_sent_back_to_the_waiting_room(ln):
 
 async def test_after_the_grace_period_a_dropped_participant_is_gone():
     async with media_node(media_config()) as ln:
-        await ln.setup_appointment("a1", provider="prov", clients=("cli",))
-        pr = await client(ln, "a1", "prov")
-        c = await client(ln, "a1", "cli")
+        pr, c = await joined_pair(ln)
         try:
-            await pr.wait_for("joined")
-            await c.wait_for("joined")
             hub = ln.hub
             hub.grace_seconds = 0.5
             await c.ws.close()
@@ -267,12 +278,8 @@ async def test_after_the_grace_period_a_dropped_participant_is_gone():
 
 
 async def test_ending_the_session_closes_every_socket(ln):
-    await ln.setup_appointment("a1", provider="prov", clients=("cli",))
-    pr = await client(ln, "a1", "prov")
-    c = await client(ln, "a1", "cli")
+    pr, c = await joined_pair(ln)
     try:
-        await pr.wait_for("joined")
-        await c.wait_for("joined")
         s, _ = await ln.call("DELETE", "/v1/rooms/a1")
         assert s == 200
         for x in (pr, c):
@@ -323,12 +330,8 @@ async def test_the_session_ends_when_the_join_window_closes(ln):
 
 
 async def test_a_flooding_client_is_closed_and_leaves_the_room(ln):
-    await ln.setup_appointment("a1", provider="prov", clients=("cli",))
-    pr = await client(ln, "a1", "prov")
-    c = await client(ln, "a1", "cli")
+    pr, c = await joined_pair(ln)
     try:
-        await pr.wait_for("joined")
-        await c.wait_for("joined")
         for _ in range(400):
             await c.send({"type": "ping"})
         assert await c.wait_closed() == p.CLOSE_CODES["rate_limited"]
@@ -341,12 +344,8 @@ async def test_a_flooding_client_is_closed_and_leaves_the_room(ln):
 
 
 async def test_a_room_everyone_left_frees_its_media_room(ln):
-    await ln.setup_appointment("a1", provider="prov", clients=("cli",))
-    pr = await client(ln, "a1", "prov")
-    c = await client(ln, "a1", "cli")
+    pr, c = await joined_pair(ln)
     try:
-        await pr.wait_for("joined")
-        await c.wait_for("joined")
         assert ln.node.media.worker_for("a1") is not None
         await c.send({"type": "leave"})
         await pr.send({"type": "leave"})
@@ -363,12 +362,8 @@ async def test_a_room_everyone_left_frees_its_media_room(ln):
 
 
 async def test_the_provider_ends_the_session_for_everyone(ln):
-    await ln.setup_appointment("a1", provider="prov", clients=("cli",))
-    pr = await client(ln, "a1", "prov")
-    c = await client(ln, "a1", "cli")
+    pr, c = await joined_pair(ln)
     try:
-        await pr.wait_for("joined")
-        await c.wait_for("joined")
         await c.send({"type": "end_session"})  # a client may not
         assert (await c.wait_for("error"))["code"] == "forbidden"
         await pr.send({"type": "end_session"})
