@@ -39,7 +39,8 @@ class MediaCollector(Collector):
                                     "Packets held back while a subscriber waited for a keyframe", labels=["worker"])
         cpu = CounterMetricFamily("telesfu_media_worker_cpu_seconds", "Worker process CPU time (user+system)",
                                   labels=["worker"])
-        lag = GaugeMetricFamily("telesfu_media_worker_loop_lag_seconds", "Worker event-loop lag", labels=["worker"])
+        lag = GaugeMetricFamily("telesfu_media_worker_loop_lag_seconds", "Worker event-loop lag: the largest over the last stats interval (2 s)",
+                                labels=["worker"])
         rss = GaugeMetricFamily("telesfu_media_worker_max_rss_bytes", "Worker peak resident memory",
                                 labels=["worker"])
         rooms = GaugeMetricFamily("telesfu_media_rooms", "Rooms on the worker", labels=["worker"])

@@ -75,7 +75,10 @@ class Worker:
         self.endpoint: Any = None
         self._timers: list[asyncio.TimerHandle] = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._lag = 0.0
+        # Event-loop lag: how late a ticker ran. The largest of the current stats interval, and of
+        # the last finished one (what worker_stats reports): a stall shows in the interval it hit.
+        self._lag_max = 0.0
+        self._lag_reported = 0.0
         self._gone_out = [0, 0]  # packets sent by DownTracks that no longer exist
         self._nack_armed = False
         self.started_at = time.monotonic()
@@ -120,8 +123,9 @@ class Worker:
 
         def run() -> None:
             now = loop.time()
-            if fn == self._tick_keyframes:
-                self._lag = max(self._lag * 0.9, now - due[0])
+            late = now - due[0]
+            if late > self._lag_max:
+                self._lag_max = late
             try:
                 fn(now)
             except Exception:
@@ -241,7 +245,7 @@ class Worker:
         return {"worker": self.config.index, "pid": os.getpid(), "port": self.config.port, **self.load(),
                 "audio_out": audio_out, "video_out": video_out,
                 "cpu_seconds": ru.ru_utime + ru.ru_stime, "max_rss_kb": ru.ru_maxrss,
-                "loop_lag_seconds": round(self._lag, 6), "counters": self.counters.snapshot(),
+                "loop_lag_seconds": round(max(self._lag_reported, self._lag_max), 6), "counters": self.counters.snapshot(),
                 "transport": self.endpoint.totals() if self.endpoint is not None else {}}
 
     COMMANDS = ("create_room", "close_room", "add_participant", "remove_participant", "publish_offer",
@@ -293,6 +297,9 @@ class Worker:
             room.tick_first_media()
 
     def _tick_stats(self, now: float) -> None:
+        # The interval ends here: report its maximum lag (this tick's own lateness included), then start over.
+        self._lag_reported = self._lag_max
+        self._lag_max = 0.0
         self.emit({"type": "worker_stats", **self.stats()})
 
 

@@ -15,7 +15,7 @@ class WorkerCounters:
     __slots__ = (
         "rtp_in", "rtp_in_bytes", "rtcp_in", "rtcp_out", "audio_in", "video_in",
         "nacks_in", "nacks_out", "retransmits", "retransmit_misses", "plis_in", "plis_out",
-        "keyframe_waits", "keyframes_in", "drops",
+        "keyframe_waits", "keyframes_in", "twcc_in", "drops",
     )
 
     def __init__(self) -> None:
@@ -33,6 +33,7 @@ class WorkerCounters:
         self.plis_out = 0
         self.keyframe_waits = 0  # packets held back while a DownTrack waited for a keyframe
         self.keyframes_in = 0
+        self.twcc_in = 0  # transport-cc feedback packets from subscribers
         self.drops: Counter[str] = Counter()  # reason -> count
 
     def snapshot(self) -> dict[str, object]:

@@ -18,7 +18,7 @@ from sfu.routing.counters import WorkerCounters
 from sfu.routing.downtrack import DownTrack
 from sfu.routing.stream import RecvStream, build_ext_lengths, build_ext_map
 from sfu.routing.track import PublishedTrack
-from sfu.rtp.rtcp.compound import parse_compound
+from sfu.rtp.rtcp.compound import CompoundReader
 from sfu.rtp.rtcp.fir import Fir
 from sfu.rtp.rtcp.nack import Nack
 from sfu.rtp.rtcp.pli import Pli
@@ -160,16 +160,16 @@ class PublishSide:
 
     def on_rtcp(self, data: bytes) -> None:
         self.counters.rtcp_in += 1
-        packets, error = parse_compound(data)
-        if error is not None:
-            self.counters.drops[f"rtcp_{error}"] += 1
         now = self.clock()
-        for p in packets:
+        reader = CompoundReader(data)
+        for p in reader:
             if isinstance(p, SenderReport):
                 stream = self.streams.get(p.ssrc)
                 if stream is not None:
                     stream.on_sender_report(p.ntp_timestamp, p.rtp_timestamp, now)
                     stream.stats.on_sender_report(p, now)
+        if reader.error is not None:
+            self.counters.drops[f"rtcp_{reader.error}"] += 1
 
 
 class SubscribeSide:
@@ -191,12 +191,10 @@ class SubscribeSide:
     def on_rtcp(self, data: bytes) -> None:
         c = self.counters
         c.rtcp_in += 1
-        packets, error = parse_compound(data)
-        if error is not None:
-            c.drops[f"rtcp_{error}"] += 1
         now = self.clock()
         by_ssrc = self.by_ssrc
-        for p in packets:
+        reader = CompoundReader(data)
+        for p in reader:
             if isinstance(p, ReceiverReport | SenderReport):
                 for block in p.reports:
                     dt = by_ssrc.get(block.ssrc)
@@ -221,7 +219,11 @@ class SubscribeSide:
             elif isinstance(p, Remb):
                 self.remb_bitrate = p.bitrate
             elif isinstance(p, TransportFeedback):
+                # Kept for the allocator to come: the header and counts, its own bytes, no records.
+                c.twcc_in += 1
                 self.last_twcc = p
+        if reader.error is not None:
+            c.drops[f"rtcp_{reader.error}"] += 1
 
 
 class Participant:

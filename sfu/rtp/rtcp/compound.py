@@ -1,14 +1,15 @@
 """Walk a compound RTCP datagram (RFC 3550 section 6.1; RFC 5506 reduced size too).
 
-``parse_compound`` returns the packets parsed before the first malformed one and a
-reason string for it (None when the whole datagram was consumed), so the caller can
-count drops by reason and still act on the good prefix.  Packet types without a
+``CompoundReader`` yields the packets one at a time up to the first malformed one and
+then holds a reason string for it (None when the whole datagram was consumed), so the
+caller can count drops by reason and still act on the good prefix; ``parse_compound``
+is the same as a list.  Packet types without a
 parser here (APP, XR, other feedback FMTs) come back as ``UnknownRtcp``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from sfu.rtp.rtcp.bye import Bye
 from sfu.rtp.rtcp.common import (
@@ -111,35 +112,62 @@ def _parse_one(buf: Buffer, offset: int, size: int, pt: int, fmt: int) -> RtcpPa
     return UnknownRtcp(pt, fmt, bytes(buf[offset : offset + size]))
 
 
-def parse_compound(buf: Buffer) -> tuple[list[RtcpPacket], str | None]:
-    """Parse every packet of an RTCP datagram; stop at the first malformed one.
+class CompoundReader:
+    """The packets of one RTCP datagram, each parsed only when the loop reaches it.
 
-    Returns (packets parsed so far, None) or (packets before the bad one, reason).
+    ``for packet in CompoundReader(buf)`` yields the well-formed packets in order and
+    stops at the first malformed one; ``error`` then holds the reason (None when the
+    whole datagram was consumed).  Nothing is kept between packets, so a datagram costs
+    the caller one packet at a time and never a list of everything it claims.
     """
-    packets: list[RtcpPacket] = []
-    n = len(buf)
-    if n == 0:
-        return packets, ERR_EMPTY
-    offset = 0
-    while offset < n:
-        if offset + HEADER_SIZE > n:
-            return packets, ERR_TRUNCATED_HEADER
-        b0, pt, words = HEADER.unpack_from(buf, offset)
-        if b0 >> 6 != RTCP_VERSION:
-            return packets, ERR_BAD_VERSION
-        size = 4 * (words + 1)
-        if offset + size > n:
-            return packets, ERR_TRUNCATED
-        if b0 & 0x20:
-            pad = buf[offset + size - 1]
-            if pad == 0 or pad > size - HEADER_SIZE:
-                return packets, ERR_BAD_PADDING
-        packet = _parse_one(buf, offset, size, pt, b0 & 0x1F)
-        if packet is None:
-            return packets, ERR_MALFORMED
-        packets.append(packet)
-        offset += size
-    return packets, None
+
+    __slots__ = ("buf", "error")
+
+    def __init__(self, buf: Buffer) -> None:
+        self.buf = buf
+        self.error: str | None = None
+
+    def __iter__(self) -> Iterator[RtcpPacket]:
+        buf = self.buf
+        n = len(buf)
+        if n == 0:
+            self.error = ERR_EMPTY
+            return
+        offset = 0
+        while offset < n:
+            if offset + HEADER_SIZE > n:
+                self.error = ERR_TRUNCATED_HEADER
+                return
+            b0, pt, words = HEADER.unpack_from(buf, offset)
+            if b0 >> 6 != RTCP_VERSION:
+                self.error = ERR_BAD_VERSION
+                return
+            size = 4 * (words + 1)
+            if offset + size > n:
+                self.error = ERR_TRUNCATED
+                return
+            if b0 & 0x20:
+                pad = buf[offset + size - 1]
+                if pad == 0 or pad > size - HEADER_SIZE:
+                    self.error = ERR_BAD_PADDING
+                    return
+            packet = _parse_one(buf, offset, size, pt, b0 & 0x1F)
+            if packet is None:
+                self.error = ERR_MALFORMED
+                return
+            yield packet
+            offset += size
+
+
+def parse_compound(buf: Buffer) -> tuple[list[RtcpPacket], str | None]:
+    """Every packet of an RTCP datagram as a list (tests, tools); stop at the first malformed one.
+
+    Returns (packets parsed so far, None) or (packets before the bad one, reason).  The
+    packet path iterates a ``CompoundReader`` instead.
+    """
+    reader = CompoundReader(buf)
+    packets = list(reader)
+    return packets, reader.error
 
 
 def iter_headers(buf: Buffer) -> Iterable[tuple[int, int, int, int]]:

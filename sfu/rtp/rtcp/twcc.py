@@ -15,7 +15,7 @@ Chunks: run length ``0 | S(2) | run(13)``; status vector ``1 | 0 | 14 x 1 bit``
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from sfu.rtp.rtcp.common import FB_SSRCS, FMT_TWCC, PT_RTPFB, Buffer, body_end, pack_header
 
@@ -36,35 +36,87 @@ _S16 = struct.Struct("!h")
 TwccRecord = tuple[int, bool, int]  # (transport seq, received, delta_us; 0 if lost)
 
 
-def _read_statuses(buf: Buffer, pos: int, end: int, count: int) -> tuple[list[int], int] | None:
-    statuses: list[int] = []
-    while len(statuses) < count:
+def _check_chunks(buf: Buffer, pos: int, end: int, count: int) -> tuple[int, int, int] | None:
+    """Walk the status chunks of ``count`` statuses without expanding them.
+
+    Returns (chunks end, received statuses, delta bytes they need) or None when a chunk
+    is missing, a counted status is the reserved symbol, or the deltas the statuses need
+    do not fit the bytes left.  One step per chunk (at most 7 for a 2-bit vector), so the
+    work is bounded by the packet's length, not by its 16-bit status count; the received
+    count is bounded too (each received status needs a delta byte that is present).
+    """
+    covered = received = need = 0
+    while covered < count:
         if pos + 2 > end:
             return None
-        chunk = _U16.unpack_from(buf, pos)[0]
+        chunk = (buf[pos] << 8) | buf[pos + 1]
         pos += 2
-        if chunk < 0x8000:
-            symbol = (chunk >> 13) & 0x03
-            run = min(chunk & RUN_LENGTH_MAX, count - len(statuses))
+        if chunk < 0x8000:  # run length: 0 | S(2) | run(13)
+            symbol = chunk >> 13
+            run = min(chunk & RUN_LENGTH_MAX, count - covered)
             if symbol == STATUS_RESERVED and run:
                 return None
-            statuses.extend([symbol] * run)
+            if symbol:
+                received += run
+                need += run * symbol  # 1 byte a small delta, 2 a large one
+            covered += run
+        elif chunk < 0xC000:  # 1-bit vector of 14
+            n = min(14, count - covered)
+            bits = ((chunk & 0x3FFF) >> (14 - n)).bit_count()
+            received += bits
+            need += bits
+            covered += n
+        else:  # 2-bit vector of 7
+            n = min(7, count - covered)
+            for shift in range(12, 12 - 2 * n, -2):
+                symbol = (chunk >> shift) & 0x03
+                if symbol == STATUS_RESERVED:
+                    return None
+                if symbol:
+                    received += 1
+                    need += symbol
+            covered += n
+        if need > end - pos:
+            return None
+    return pos, received, need
+
+
+def _iter_statuses(buf: Buffer, pos: int, count: int) -> Iterator[int]:
+    """The statuses of already-checked chunks, one at a time (nothing materialised)."""
+    left = count
+    while left > 0:
+        chunk = (buf[pos] << 8) | buf[pos + 1]
+        pos += 2
+        if chunk < 0x8000:
+            symbol = chunk >> 13
+            run = min(chunk & RUN_LENGTH_MAX, left)
+            left -= run
+            for _ in range(run):
+                yield symbol
         elif chunk < 0xC000:
-            for shift in range(13, -1, -1):
-                statuses.append((chunk >> shift) & 0x01)
+            n = min(14, left)
+            left -= n
+            for shift in range(13, 13 - n, -1):
+                yield (chunk >> shift) & 0x01
         else:
-            for shift in range(12, -1, -2):
-                statuses.append((chunk >> shift) & 0x03)
-    del statuses[count:]
-    if STATUS_RESERVED in statuses:
-        return None
-    return statuses, pos
+            n = min(7, left)
+            left -= n
+            for shift in range(12, 12 - 2 * n, -2):
+                yield (chunk >> shift) & 0x03
 
 
 class TransportFeedback:
-    """TWCC feedback: per transport sequence number, received or not and its delta."""
+    """TWCC feedback: per transport sequence number, received or not and its delta.
 
-    __slots__ = ("sender_ssrc", "media_ssrc", "base_seq", "reference_time", "fb_count", "packets")
+    A parsed packet is checked in one pass over its chunks (see ``_check_chunks``) and
+    keeps only its header fields, two counts and its own bytes: the per-packet records
+    are produced on demand by ``records()``.  A packet may legally claim 65,535 statuses
+    with 16 bytes of "not received" runs, so nothing here is ever expanded per status
+    unless a caller iterates.
+    """
+
+    __slots__ = ("sender_ssrc", "media_ssrc", "base_seq", "reference_time", "fb_count", "status_count",
+                 "received_count", "_records", "_data", "_chunks")
 
     def __init__(
         self,
@@ -80,7 +132,11 @@ class TransportFeedback:
         self.base_seq = base_seq
         self.reference_time = reference_time  # 24-bit, 64 ms units
         self.fb_count = fb_count  # 8-bit feedback packet counter
-        self.packets: list[TwccRecord] = list(packets)
+        self._records: list[TwccRecord] | None = list(packets)  # built here; None when parsed
+        self.status_count = len(self._records)
+        self.received_count = sum(1 for r in self._records if r[1])
+        self._data = b""  # parsed: the packet's bytes, the records are read from them
+        self._chunks = 0  # parsed: offset of the first chunk in _data
 
     @classmethod
     def parse(cls, buf: Buffer, offset: int = 0, size: int = -1) -> TransportFeedback | None:
@@ -88,35 +144,50 @@ class TransportFeedback:
         body = offset + 4
         if end < 0 or body + 16 > end:
             return None
-        sender, media = FB_SSRCS.unpack_from(buf, body)
         base_seq, count, word = _HEAD.unpack_from(buf, body + 8)
-        found = _read_statuses(buf, body + 16, end, count)
-        if found is None:
+        checked = _check_chunks(buf, body + 16, end, count)
+        if checked is None:
             return None
-        statuses, pos = found
-        packets: list[TwccRecord] = []
-        append = packets.append
-        for i, status in enumerate(statuses):
-            seq = (base_seq + i) & 0xFFFF
+        sender, media = FB_SSRCS.unpack_from(buf, body)
+        fb = cls.__new__(cls)
+        fb.sender_ssrc = sender
+        fb.media_ssrc = media
+        fb.base_seq = base_seq
+        fb.reference_time = word >> 8
+        fb.fb_count = word & 0xFF
+        fb.status_count = count
+        fb.received_count = checked[1]
+        fb._records = None
+        fb._data = bytes(buf[offset:end])
+        fb._chunks = 20
+        return fb
+
+    def records(self) -> Iterator[TwccRecord]:
+        """(seq, received, delta_us) per status, in order; O(status_count), lazily."""
+        if self._records is not None:
+            yield from self._records
+            return
+        data = self._data
+        checked = _check_chunks(data, self._chunks, len(data), self.status_count)
+        assert checked is not None  # parse checked these very bytes
+        pos = checked[0]
+        seq = self.base_seq
+        for status in _iter_statuses(data, self._chunks, self.status_count):
             if status == STATUS_NOT_RECEIVED:
-                append((seq, False, 0))
+                yield seq, False, 0
             elif status == STATUS_SMALL_DELTA:
-                if pos >= end:
-                    return None
-                append((seq, True, buf[pos] * DELTA_TICK_US))
+                yield seq, True, data[pos] * DELTA_TICK_US
                 pos += 1
             else:
-                if pos + 2 > end:
-                    return None
-                append((seq, True, _S16.unpack_from(buf, pos)[0] * DELTA_TICK_US))
+                yield seq, True, _S16.unpack_from(data, pos)[0] * DELTA_TICK_US
                 pos += 2
-        return cls(sender, media, base_seq, word >> 8, word & 0xFF, packets)
+            seq = (seq + 1) & 0xFFFF
 
     def arrivals_us(self) -> list[tuple[int, int]]:
         """(seq, arrival time in us on the reference clock) of received packets."""
         t = self.reference_time * REFERENCE_TICK_US
         out: list[tuple[int, int]] = []
-        for seq, received, delta in self.packets:
+        for seq, received, delta in self.records():
             if received:
                 t += delta
                 out.append((seq, t))
@@ -128,12 +199,13 @@ class TransportFeedback:
         Raises ValueError when the records are not consecutive from ``base_seq`` or
         a delta does not fit 16 signed bits of ticks.
         """
-        count = len(self.packets)
+        records = list(self.records())
+        count = len(records)
         if not 1 <= count <= 0xFFFF:
             raise ValueError("TWCC feedback needs 1..65535 packets")
         statuses: list[int] = []
         deltas = bytearray()
-        for i, (seq, received, delta_us) in enumerate(self.packets):
+        for i, (seq, received, delta_us) in enumerate(records):
             if seq != (self.base_seq + i) & 0xFFFF:
                 raise ValueError("TWCC records must be consecutive from base_seq")
             if not received:
@@ -172,13 +244,15 @@ class TransportFeedback:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, TransportFeedback):
             return NotImplemented
-        return all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
+        head = ("sender_ssrc", "media_ssrc", "base_seq", "reference_time", "fb_count", "status_count")
+        return (all(getattr(self, k) == getattr(other, k) for k in head)
+                and list(self.records()) == list(other.records()))
 
     def __repr__(self) -> str:
         return (
             f"TransportFeedback(sender={self.sender_ssrc}, media={self.media_ssrc}, "
             f"base_seq={self.base_seq}, ref={self.reference_time}, fb={self.fb_count}, "
-            f"packets={len(self.packets)})"
+            f"statuses={self.status_count}, received={self.received_count})"
         )
 
 
