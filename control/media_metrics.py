@@ -33,6 +33,9 @@ class MediaCollector(Collector):
                                   labels=["worker"])
         rtx_miss = CounterMetricFamily("telesfu_media_retransmission_misses",
                                        "NACKed packets no longer in the retransmission buffer", labels=["worker"])
+        refused = CounterMetricFamily("telesfu_media_retransmissions_refused",
+                                      "NACKed packets not resent, by reason (duplicate, too_soon, too_many, "
+                                      "budget, not_in_buffer)", labels=["worker", "reason"])
         plis = CounterMetricFamily("telesfu_media_keyframe_requests",
                                    "PLI/FIR: in from subscribers, out to publishers", labels=["worker", "direction"])
         waits = CounterMetricFamily("telesfu_media_keyframe_waits",
@@ -76,6 +79,8 @@ class MediaCollector(Collector):
             nacks.add_metric([idx, "out"], c.get("nacks_out", 0))
             rtx.add_metric([idx], c.get("retransmits", 0))
             rtx_miss.add_metric([idx], c.get("retransmit_misses", 0))
+            for reason, value in sorted(c.get("resends_refused", {}).items()):
+                refused.add_metric([idx, reason], value)
             plis.add_metric([idx, "in"], c.get("plis_in", 0))
             plis.add_metric([idx, "out"], c.get("plis_out", 0))
             waits.add_metric([idx], c.get("keyframe_waits", 0))
@@ -84,7 +89,7 @@ class MediaCollector(Collector):
             rss.add_metric([idx], s.get("max_rss_kb", 0) * 1024.0)
             rooms.add_metric([idx], s.get("rooms", 0))
             parts.add_metric([idx], s.get("participants", 0))
-        yield from (packets, octets, rtcp, drops, nacks, rtx, rtx_miss, plis, waits, cpu, lag, rss, rooms, parts, up,
+        yield from (packets, octets, rtcp, drops, nacks, rtx, rtx_miss, refused, plis, waits, cpu, lag, rss, rooms, parts, up,
                     restarts)
 
 

@@ -8,9 +8,11 @@ built on a ticker (``tick``, every ~20 ms) by walking only the missing numbers.
 ``RetransmissionBuffer``: one per published stream, shared by all its DownTracks.
 Keeps a reference to the original packet bytes by incoming ext seq in a fixed ring.
 
-``SeqMap``: one per DownTrack.  Remembers, for the last N packets sent, outgoing seq
--> incoming ext seq (plus outgoing timestamp and a caller slot), because the seq
-munger cannot be inverted across source switches.
+``ResendPolicy`` / ``resend_verdict`` / ``ResendBudget``: when a DownTrack answers its
+subscriber's NACK (once per RTT per packet, a few times in all, within a byte budget per
+subscriber).  The DownTrack keeps its own ring of what it sent (outgoing seq -> incoming
+ext seq, timestamp, resends), because the seq munger cannot be inverted across source
+switches.
 """
 
 from __future__ import annotations
@@ -422,75 +424,109 @@ class RetransmissionBuffer:
         return self._highest
 
 
-class SentPacket:
-    """One slot of a ``SeqMap``; reused, so read it before the next ``set``."""
+# -- answering a subscriber's NACK --------------------------------------------------------------
 
-    __slots__ = ("out_seq", "in_ext", "out_ts", "sent_at", "resent_at", "resends", "extra")
+RESEND_OK = 0
+RESEND_TOO_SOON = 1
+RESEND_TOO_MANY = 2
 
-    def __init__(self) -> None:
-        self.out_seq = -1  # wire seq sent; -1: empty
-        self.in_ext = 0  # incoming ext seq: the RetransmissionBuffer key
-        self.out_ts = 0  # outgoing RTP timestamp
-        self.sent_at = 0.0
-        self.resent_at = 0.0
-        self.resends = 0
-        self.extra: object = None  # caller data, e.g. the munged VP8 descriptor fields
+# Reasons a NACKed packet is not resent (the labels of telesfu_media_retransmissions_refused).
+REFUSED_DUPLICATE = "duplicate"  # listed again in the same NACK
+REFUSED_TOO_SOON = "too_soon"  # resent less than one resend interval ago
+REFUSED_TOO_MANY = "too_many"  # resent max_resends times already
+REFUSED_BUDGET = "budget"  # the subscriber's retransmission byte budget is spent
+REFUSED_NOT_IN_BUFFER = "not_in_buffer"  # no longer in the history or the retransmission buffer
+REFUSED_REASONS = (REFUSED_DUPLICATE, REFUSED_TOO_SOON, REFUSED_TOO_MANY, REFUSED_BUDGET, REFUSED_NOT_IN_BUFFER)
+
+DEFAULT_MAX_RESENDS = 4
+DEFAULT_RESEND_INTERVAL = 0.1  # s, while the subscriber's RTT is unknown
+RESEND_INTERVAL_FLOOR = 0.02  # s, however short the RTT
+DEFAULT_RESEND_BYTES_PER_SECOND = 250_000
+DEFAULT_RESEND_BURST_SECONDS = 0.5
 
 
-class SeqMap:
-    """Outgoing seq -> what was sent, for the last ``size`` packets of a DownTrack.
+class ResendPolicy:
+    """How often the SFU answers a subscriber's NACK for one packet, and how many bytes a second.
 
-    ``set`` and ``get`` are O(1) and allocate nothing: slots are preallocated and
-    indexed by the outgoing wire seq.
+    * A packet is resent at most once per *resend interval*: the subscriber's RTT when an RR
+      has measured it (floored at ``RESEND_INTERVAL_FLOOR``), else ``DEFAULT_RESEND_INTERVAL``.
+      A NACK that arrives less than one RTT after our resend was sent before the resend could
+      have reached the subscriber: it asks again for what is already on its way.
+    * At most ``max_resends`` times in all (4: a packet lost four times in a row at 10% loss is
+      one in 10,000; after that a keyframe request is the better repair).
+    * At most ``bytes_per_second`` of retransmissions per subscriber (all its DownTracks), with
+      a burst of ``burst_seconds`` of it. The default, 250 kB/s (2 Mbit/s), is a fixed cap rather
+      than a multiple of the forwarded rate: it covers 50% loss on 4 Mbit/s forwarded (a group
+      room of four cameras), needs no rate estimate on the packet path, and bounds what one
+      subscriber can make the worker send whatever it NACKs.
     """
 
-    __slots__ = ("size", "_mask", "_slots")
+    __slots__ = ("max_resends", "default_interval", "interval_floor", "bytes_per_second", "burst_bytes")
 
-    def __init__(self, size: int = DEFAULT_BUFFER_SIZE) -> None:
-        _check_pow2(size, 1, 1 << 15)
-        self.size = size
-        self._mask = size - 1
-        self._slots = [SentPacket() for _ in range(size)]
+    def __init__(self, max_resends: int = DEFAULT_MAX_RESENDS, default_interval: float = DEFAULT_RESEND_INTERVAL,
+                 interval_floor: float = RESEND_INTERVAL_FLOOR,
+                 bytes_per_second: int = DEFAULT_RESEND_BYTES_PER_SECOND,
+                 burst_seconds: float = DEFAULT_RESEND_BURST_SECONDS) -> None:
+        if not 1 <= max_resends <= 255:
+            raise ValueError("max_resends must be in [1, 255]")
+        if bytes_per_second < 0 or burst_seconds <= 0:
+            raise ValueError("bytes_per_second must be >= 0 and burst_seconds > 0")
+        self.max_resends = max_resends
+        self.default_interval = default_interval
+        self.interval_floor = interval_floor
+        self.bytes_per_second = bytes_per_second
+        self.burst_bytes = bytes_per_second * burst_seconds
 
-    def set(self, out_seq: int, in_ext: int, out_ts: int, now: float, extra: object = None) -> None:
-        """Record that wire ``out_seq`` carried incoming ``in_ext`` at ``out_ts``."""
-        out_seq &= SEQ_MASK
-        slot = self._slots[out_seq & self._mask]
-        slot.out_seq = out_seq
-        slot.in_ext = in_ext
-        slot.out_ts = out_ts
-        slot.sent_at = now
-        slot.resent_at = 0.0
-        slot.resends = 0
-        slot.extra = extra
+    def interval(self, rtt: float) -> float:
+        """The resend interval for a subscriber whose RTT is ``rtt`` seconds (-1: unknown)."""
+        if rtt < 0:
+            return self.default_interval
+        return rtt if rtt > self.interval_floor else self.interval_floor
 
-    def get(self, out_seq: int) -> SentPacket | None:
-        """The slot for wire ``out_seq``, or None if it was overwritten or never set."""
-        out_seq &= SEQ_MASK
-        slot = self._slots[out_seq & self._mask]
-        if slot.out_seq != out_seq:
-            return None
-        return slot
 
-    @staticmethod
-    def claim_resend(
-        slot: SentPacket, now: float, min_interval: float, max_resends: int = 10
-    ) -> bool:
-        """True (and recorded) when ``slot`` may be resent now.
+DEFAULT_RESEND_POLICY = ResendPolicy()
 
-        Refuses a resend within ``min_interval`` of the previous one (use ~RTT: a
-        NACK repeated before our last resend could arrive is a duplicate request) and
-        after ``max_resends``.
-        """
-        if slot.resends >= max_resends:
+
+def resend_verdict(resends: int, resent_at: float, now: float, interval: float, max_resends: int) -> int:
+    """RESEND_OK, RESEND_TOO_SOON or RESEND_TOO_MANY for a packet resent ``resends`` times, last at ``resent_at``."""
+    if resends >= max_resends:
+        return RESEND_TOO_MANY
+    if resends and now - resent_at < interval:
+        return RESEND_TOO_SOON
+    return RESEND_OK
+
+
+class ResendBudget:
+    """Token bucket of retransmission bytes for one subscriber (shared by its DownTracks).
+
+    Starts full (``policy.burst_bytes``), refills at ``policy.bytes_per_second``. ``take`` is
+    O(1) and allocates nothing.
+    """
+
+    __slots__ = ("policy", "rate", "burst", "_tokens", "_at")
+
+    def __init__(self, policy: ResendPolicy = DEFAULT_RESEND_POLICY) -> None:
+        self.policy = policy
+        self.rate = float(policy.bytes_per_second)
+        self.burst = float(policy.burst_bytes)
+        self._tokens = self.burst
+        self._at = 0.0
+
+    def take(self, size: int, now: float) -> bool:
+        """Spend ``size`` bytes at ``now`` if the bucket holds them."""
+        elapsed = now - self._at
+        tokens = self._tokens
+        if elapsed > 0:
+            tokens += elapsed * self.rate
+            if tokens > self.burst:
+                tokens = self.burst
+            self._at = now
+        if tokens < size:
+            self._tokens = tokens
             return False
-        if slot.resends and now - slot.resent_at < min_interval:
-            return False
-        slot.resends += 1
-        slot.resent_at = now
+        self._tokens = tokens - size
         return True
 
-    def clear(self) -> None:
-        for slot in self._slots:
-            slot.out_seq = -1
-            slot.extra = None
+    @property
+    def tokens(self) -> float:
+        return self._tokens

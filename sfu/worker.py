@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from sfu.nack import ResendPolicy
 from sfu.routing.counters import WorkerCounters
 from sfu.routing.room import Room
 from sfu.sdp import DEFAULT_CAPABILITIES, URI_TRANSPORT_CC, MediaCapabilities, SdpError
@@ -57,6 +58,7 @@ class WorkerConfig:
     announced_ip: str = ""
     allowed_source_networks: list[str] = field(default_factory=list)
     consent_timeout: float = 30.0
+    resend: ResendPolicy = field(default_factory=ResendPolicy)  # answering subscribers' NACKs
 
 
 class CommandError(Exception):
@@ -155,7 +157,7 @@ class Worker:
     def create_room(self, room_id: str) -> dict[str, Any]:
         if room_id not in self.rooms:
             room = Room(room_id, self._make_transport, self.counters, self.clock, time.time, self.emit,
-                        PUBLISH_CAPS, SUBSCRIBE_CAPS)
+                        PUBLISH_CAPS, SUBSCRIBE_CAPS, self.config.resend)
             room.arm_nack = self.arm_nack
             self.rooms[room_id] = room
         return {"room_id": room_id, "worker": self.config.index}

@@ -15,7 +15,7 @@ class WorkerCounters:
     __slots__ = (
         "rtp_in", "rtp_in_bytes", "rtcp_in", "rtcp_out", "audio_in", "video_in",
         "nacks_in", "nacks_out", "retransmits", "retransmit_misses", "plis_in", "plis_out",
-        "keyframe_waits", "keyframes_in", "twcc_in", "drops",
+        "keyframe_waits", "keyframes_in", "twcc_in", "resends_refused", "drops",
     )
 
     def __init__(self) -> None:
@@ -34,9 +34,13 @@ class WorkerCounters:
         self.keyframe_waits = 0  # packets held back while a DownTrack waited for a keyframe
         self.keyframes_in = 0
         self.twcc_in = 0  # transport-cc feedback packets from subscribers
+        # NACKed packets not resent, by reason (sfu.nack.REFUSED_*); "not_in_buffer" is retransmit_misses
+        self.resends_refused: Counter[str] = Counter()
         self.drops: Counter[str] = Counter()  # reason -> count
 
     def snapshot(self) -> dict[str, object]:
-        d: dict[str, object] = {name: getattr(self, name) for name in self.__slots__ if name != "drops"}
+        d: dict[str, object] = {name: getattr(self, name) for name in self.__slots__
+                                if name not in ("drops", "resends_refused")}
         d["drops"] = dict(self.drops)
+        d["resends_refused"] = {**self.resends_refused, "not_in_buffer": self.retransmit_misses}
         return d

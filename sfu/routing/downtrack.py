@@ -5,7 +5,8 @@ timestamp that continue across publisher reconnects, mutes and keyframe waits (S
 TimestampMunger), and the payload type the subscriber negotiated. `write` rewrites the
 shared packet's seq/ts/SSRC/PT in place and sends it; nothing else is copied. A ring of
 recent outgoing seqs maps a subscriber's NACK back to the publisher stream's retransmission
-buffer.
+buffer; a NACK is answered per ``sfu.nack.ResendPolicy`` (each packet once per RTT, a few
+times in all, within the subscriber's byte budget), with the refusals counted by reason.
 """
 
 from __future__ import annotations
@@ -14,6 +15,16 @@ import struct
 from array import array
 from typing import TYPE_CHECKING
 
+from sfu.nack import (
+    REFUSED_BUDGET,
+    REFUSED_DUPLICATE,
+    REFUSED_TOO_MANY,
+    REFUSED_TOO_SOON,
+    RESEND_OK,
+    RESEND_TOO_SOON,
+    ResendBudget,
+    resend_verdict,
+)
 from sfu.rtp.packet import RtpHeader
 from sfu.rtp.rtcp.sdes import SourceDescription
 from sfu.rtp.seq import SeqMunger, TimestampMunger
@@ -35,11 +46,12 @@ class DownTrack:
         "track", "subscriber_id", "transport", "mid", "ssrc", "rtx_ssrc", "payload_type", "rtx_payload_type",
         "clock_rate", "is_video", "seq", "ts", "bound", "muted", "waiting_keyframe", "needs_sync", "packets",
         "bytes", "rtx_seq", "retransmits", "stats", "cname", "counters", "_gen", "_h_seq", "_h_ext", "_h_ts",
-        "_h_gen", "_last_in_ts", "_last_out_ts", "_hdr", "nack", "paused", "payload_bytes",
+        "_h_gen", "_h_resends", "_h_resent_at", "_h_mark", "_nack_epoch", "_last_in_ts", "_last_out_ts", "_hdr",
+        "nack", "paused", "payload_bytes", "budget",
     )
 
     def __init__(self, track: PublishedTrack, subscriber_id: str, transport: object, ssrc: int, rtx_ssrc: int,
-                 cname: str, counters: WorkerCounters) -> None:
+                 cname: str, counters: WorkerCounters, budget: ResendBudget | None = None) -> None:
         self.track = track
         self.subscriber_id = subscriber_id
         self.transport = transport
@@ -72,6 +84,11 @@ class DownTrack:
         self._h_ext = array("q", bytes(8 * _HISTORY))
         self._h_ts = array("q", bytes(8 * _HISTORY))
         self._h_gen = array("q", bytes(8 * _HISTORY))
+        self._h_resends = bytearray(_HISTORY)  # times the slot's packet was resent
+        self._h_resent_at = array("d", bytes(8 * _HISTORY))
+        self._h_mark = array("q", bytes(8 * _HISTORY))  # the NACK (epoch) that last named the slot
+        self._nack_epoch = 0
+        self.budget = budget if budget is not None else ResendBudget()  # the subscriber's, shared
         self._last_in_ts = 0
         self._last_out_ts = 0
         self._hdr = RtpHeader()
@@ -124,6 +141,7 @@ class DownTrack:
         self._h_ext[i] = ext_seq
         self._h_ts[i] = out_ts
         self._h_gen[i] = self._gen
+        self._h_resends[i] = 0
         self._last_in_ts = hdr.timestamp
         self._last_out_ts = out_ts
         self.transport.send_rtp(pkt)  # type: ignore[attr-defined]
@@ -133,26 +151,85 @@ class DownTrack:
 
     # -- feedback from the subscriber ------------------------------------------------------------
 
-    def on_nack(self, seqs: list[int], now: float) -> None:
-        """Resend what the subscriber lost, from the publisher stream's buffer (RTX if negotiated)."""
+    def on_nack(self, pairs: list[tuple[int, int]], now: float) -> None:
+        """Resend what the subscriber lost, from the publisher stream's buffer (RTX if negotiated).
+
+        ``pairs`` are the NACK's (PID, BLP). A sequence number named twice in one NACK is resent
+        once; a packet at most once per resend interval (~RTT) and ``max_resends`` times; the
+        bytes come out of the subscriber's budget. Work is one ring lookup per named number and
+        nothing is allocated for a refused one; refusals are counted by reason once per NACK.
+        """
         source = self.track.source
         if source is None or not self.bound:
             return
-        for out_seq in seqs:
-            i = out_seq & _HMASK
-            if self._h_seq[i] != out_seq or self._h_gen[i] != self._gen:
-                self.counters.retransmit_misses += 1
+        budget = self.budget
+        policy = budget.policy
+        interval = policy.interval(self.stats.rtt)
+        max_resends = policy.max_resends
+        h_seq, h_gen, h_mark = self._h_seq, self._h_gen, self._h_mark
+        h_resends, h_resent_at = self._h_resends, self._h_resent_at
+        gen = self._gen
+        self._nack_epoch = epoch = self._nack_epoch + 1
+        extra = 2 if self.rtx_payload_type else 0  # the OSN an RTX packet adds
+        duplicate = too_soon = too_many = over_budget = missing = sent = 0
+        previous = (-1, -1)
+        for pair in pairs:
+            pid, blp = pair
+            if pair == previous:  # the same pair again: everything it names is a duplicate
+                duplicate += 1 + blp.bit_count()
                 continue
-            item = source.buffer.get(self._h_ext[i], now)
-            if item is None:
-                self.counters.retransmit_misses += 1
-                continue
-            pkt = self._retransmission(source, item[0], out_seq, self._h_ts[i])
-            if pkt is None:
-                continue
-            self.transport.send_rtp(pkt)  # type: ignore[attr-defined]
-            self.retransmits += 1
-            self.counters.retransmits += 1
+            previous = pair
+            bit = -1
+            while True:
+                out_seq = (pid + 1 + bit) & 0xFFFF
+                i = out_seq & _HMASK
+                if h_seq[i] != out_seq or h_gen[i] != gen:
+                    missing += 1
+                elif h_mark[i] == epoch:
+                    duplicate += 1
+                else:
+                    h_mark[i] = epoch
+                    verdict = resend_verdict(h_resends[i], h_resent_at[i], now, interval, max_resends)
+                    if verdict != RESEND_OK:
+                        if verdict == RESEND_TOO_SOON:
+                            too_soon += 1
+                        else:
+                            too_many += 1
+                    else:
+                        item = source.buffer.get(self._h_ext[i], now)
+                        if item is None:
+                            missing += 1
+                        elif not budget.take(len(item[0]) + extra, now):
+                            over_budget += 1
+                        else:
+                            pkt = self._retransmission(source, item[0], out_seq, self._h_ts[i])
+                            if pkt is not None:
+                                h_resends[i] += 1
+                                h_resent_at[i] = now
+                                self.transport.send_rtp(pkt)  # type: ignore[attr-defined]
+                                sent += 1
+                # next bit of the BLP
+                if not blp:
+                    break
+                low = (blp & -blp).bit_length()  # 1-based index of the lowest set bit
+                bit += low
+                blp >>= low
+        c = self.counters
+        if sent:
+            self.retransmits += sent
+            c.retransmits += sent
+        if missing:
+            c.retransmit_misses += missing
+        if duplicate or too_soon or too_many or over_budget:
+            refused = c.resends_refused
+            if duplicate:
+                refused[REFUSED_DUPLICATE] += duplicate
+            if too_soon:
+                refused[REFUSED_TOO_SOON] += too_soon
+            if too_many:
+                refused[REFUSED_TOO_MANY] += too_many
+            if over_budget:
+                refused[REFUSED_BUDGET] += over_budget
 
     def _retransmission(self, source: RecvStream, original: bytes, out_seq: int, out_ts: int) -> bytearray | None:
         hdr = self._hdr

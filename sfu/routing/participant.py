@@ -14,6 +14,7 @@ import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from sfu.nack import DEFAULT_RESEND_POLICY, ResendBudget, ResendPolicy
 from sfu.routing.counters import WorkerCounters
 from sfu.routing.downtrack import DownTrack
 from sfu.routing.stream import RecvStream, build_ext_lengths, build_ext_map
@@ -175,10 +176,12 @@ class PublishSide:
 class SubscribeSide:
     """Handler of the subscribe transport: feedback from the subscriber about what it receives."""
 
-    __slots__ = ("participant", "by_ssrc", "counters", "clock", "remb_bitrate", "last_twcc")
+    __slots__ = ("participant", "by_ssrc", "counters", "clock", "remb_bitrate", "last_twcc", "resend_budget")
 
-    def __init__(self, participant: Participant, counters: WorkerCounters, clock: Callable[[], float]) -> None:
+    def __init__(self, participant: Participant, counters: WorkerCounters, clock: Callable[[], float],
+                 resend: ResendPolicy = DEFAULT_RESEND_POLICY) -> None:
         self.participant = participant
+        self.resend_budget = ResendBudget(resend)  # retransmission bytes for all of this subscriber's DownTracks
         self.by_ssrc: dict[int, DownTrack] = {}  # outgoing media SSRC -> DownTrack
         self.counters = counters
         self.clock = clock
@@ -204,7 +207,7 @@ class SubscribeSide:
                 c.nacks_in += 1
                 dt = by_ssrc.get(p.media_ssrc)
                 if dt is not None:
-                    dt.on_nack(p.seqs(), now)
+                    dt.on_nack(p.pairs, now)
             elif isinstance(p, Pli):
                 c.plis_in += 1
                 dt = by_ssrc.get(p.media_ssrc)
@@ -229,7 +232,8 @@ class SubscribeSide:
 class Participant:
     def __init__(self, room: Room, participant_id: str, can_publish: bool, can_subscribe: bool,
                  make_transport: TransportFactory, counters: WorkerCounters, clock: Callable[[], float],
-                 publish_caps: MediaCapabilities, subscribe_caps: MediaCapabilities) -> None:
+                 publish_caps: MediaCapabilities, subscribe_caps: MediaCapabilities,
+                 resend: ResendPolicy = DEFAULT_RESEND_POLICY) -> None:
         self.room = room
         self.id = participant_id
         self.can_publish = can_publish
@@ -242,7 +246,7 @@ class Participant:
         self.cname = f"telesfu-{secrets.token_hex(4)}"
         self.rtcp_ssrc = secrets.randbits(32) or 1
         self.publish = PublishSide(self, counters, clock)
-        self.subscribe = SubscribeSide(self, counters, clock)
+        self.subscribe = SubscribeSide(self, counters, clock, resend)
         self.publish_transport: MediaTransport | None = None
         self.subscribe_transport: MediaTransport | None = None
         self.publish_state = "new"
@@ -386,7 +390,7 @@ class Participant:
             self.subscribe_transport = self.make_transport(self.subscribe, self._state_cb("subscribe"),
                                                            f"{self.id}/subscribe")
         dt = DownTrack(track, self.id, self.subscribe_transport, _random_ssrc(self._ssrcs),
-                       _random_ssrc(self._ssrcs), self.cname, self.counters)
+                       _random_ssrc(self._ssrcs), self.cname, self.counters, self.subscribe.resend_budget)
         dt.muted = track.muted
         self.downtracks[track.track_id] = dt
         self.subscribe.by_ssrc[dt.ssrc] = dt

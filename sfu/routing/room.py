@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from sfu.nack import DEFAULT_RESEND_POLICY, ResendPolicy
 from sfu.routing.counters import WorkerCounters
 from sfu.routing.participant import Participant, TransportFactory
 from sfu.routing.stream import RecvStream
@@ -34,8 +35,10 @@ _MAX_NACKS_PER_PACKET = 64
 class Room:
     def __init__(self, room_id: str, make_transport: TransportFactory, counters: WorkerCounters,
                  clock: Callable[[], float], wallclock: Callable[[], float], emit: Emit,
-                 publish_caps: MediaCapabilities, subscribe_caps: MediaCapabilities) -> None:
+                 publish_caps: MediaCapabilities, subscribe_caps: MediaCapabilities,
+                 resend: ResendPolicy = DEFAULT_RESEND_POLICY) -> None:
         self.id = room_id
+        self.resend = resend
         self.make_transport = make_transport
         self.counters = counters
         self.clock = clock
@@ -56,7 +59,7 @@ class Room:
             existing.can_publish, existing.can_subscribe = can_publish, can_subscribe
             return existing
         p = Participant(self, participant_id, can_publish, can_subscribe, self.make_transport, self.counters,
-                        self.clock, self.publish_caps, self.subscribe_caps)
+                        self.clock, self.publish_caps, self.subscribe_caps, self.resend)
         self.participants[participant_id] = p
         for other in self.participants.values():
             if other is not p:

@@ -1,4 +1,4 @@
-"""NackGenerator, RetransmissionBuffer, SeqMap on a fake clock."""
+"""NackGenerator, RetransmissionBuffer, the resend policy and budget on a fake clock."""
 
 from __future__ import annotations
 
@@ -9,8 +9,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sfu.nack import NackGenerator, RetransmissionBuffer, SeqMap
-from sfu.rtp.rtcp.nack import Nack
+from sfu.nack import (
+    DEFAULT_RESEND_INTERVAL,
+    RESEND_INTERVAL_FLOOR,
+    RESEND_OK,
+    RESEND_TOO_MANY,
+    RESEND_TOO_SOON,
+    NackGenerator,
+    ResendBudget,
+    ResendPolicy,
+    RetransmissionBuffer,
+    resend_verdict,
+)
 
 # --- NackGenerator: tables --------------------------------------------------------
 
@@ -207,7 +217,7 @@ def test_bad_arguments() -> None:
     with pytest.raises(ValueError):
         RetransmissionBuffer(size=3)
     with pytest.raises(ValueError):
-        SeqMap(size=0)
+        ResendPolicy(burst_seconds=0)
 
 
 # --- NackGenerator: property over random loss/reorder/recovery ----------------------
@@ -393,57 +403,44 @@ def test_buffer_model(size: int, start: int, steps: list[int]) -> None:
             assert got is not None
 
 
-# --- SeqMap ---------------------------------------------------------------------------
+# --- answering NACKs: resend_verdict, ResendBudget ------------------------------------------
 
 
-def test_seqmap_set_get_and_overwrite() -> None:
-    m = SeqMap(size=8)
-    for out in range(65530, 65540):
-        m.set(out, 1000 + out, out * 10, 0.0, extra=("vp8", out))
-    assert m.get(65531) is None  # overwritten by 65539 & 0xFFFF == 3
-    slot = m.get(3)
-    assert slot is not None
-    assert (slot.out_seq, slot.in_ext, slot.out_ts, slot.extra) == (
-        3,
-        1000 + 65539,
-        655390,
-        ("vp8", 65539),
-    )
-    assert m.get(65535) is not None and m.get(65535).in_ext == 1000 + 65535  # type: ignore[union-attr]
-    assert m.get(4) is None
-    m.clear()
-    assert m.get(3) is None
+def test_resend_verdict() -> None:
+    assert resend_verdict(0, 0.0, 0.1, 0.05, 2) == RESEND_OK
+    assert resend_verdict(1, 0.1, 0.14, 0.05, 2) == RESEND_TOO_SOON
+    assert resend_verdict(1, 0.1, 0.2, 0.05, 2) == RESEND_OK
+    assert resend_verdict(2, 0.2, 5.0, 0.05, 2) == RESEND_TOO_MANY
 
 
-def test_seqmap_claim_resend() -> None:
-    m = SeqMap(size=8)
-    m.set(7, 70, 0, 0.0)
-    slot = m.get(7)
-    assert slot is not None
-    assert SeqMap.claim_resend(slot, 0.1, 0.05, max_resends=2)
-    assert not SeqMap.claim_resend(slot, 0.14, 0.05, max_resends=2)
-    assert SeqMap.claim_resend(slot, 0.2, 0.05, max_resends=2)
-    assert not SeqMap.claim_resend(slot, 5.0, 0.05, max_resends=2)
-    m.set(7, 71, 0, 1.0)  # a new packet in the slot: a fresh budget
-    assert SeqMap.claim_resend(m.get(7), 1.0, 0.05)  # type: ignore[arg-type]
+def test_resend_interval_follows_the_rtt_with_a_floor() -> None:
+    policy = ResendPolicy()
+    assert policy.interval(-1.0) == DEFAULT_RESEND_INTERVAL
+    assert policy.interval(0.25) == 0.25
+    assert policy.interval(0.001) == RESEND_INTERVAL_FLOOR
+    with pytest.raises(ValueError):
+        ResendPolicy(max_resends=0)
 
 
-def test_nack_round_trip_to_downtrack_lookup() -> None:
-    """Subscriber NACK bytes -> out seqs -> SeqMap -> RetransmissionBuffer."""
-    buf = RetransmissionBuffer(size=64)
-    m = SeqMap(size=64)
-    for i in range(40):
-        in_ext = 70000 + i
-        buf.store(in_ext, pkt(in_ext), i * 0.01)
-        m.set((65520 + i) & 0xFFFF, in_ext, i * 3000, i * 0.01)
-    wire = Nack.from_seqs(1, 2, [65534, 65535, 0, 3]).to_bytes()
-    parsed = Nack.parse(wire)
-    assert parsed is not None
-    found = []
-    for out in parsed.seqs():
-        slot = m.get(out)
-        assert slot is not None
-        got = buf.get(slot.in_ext, 0.5)
-        assert got is not None
-        found.append(int.from_bytes(got[0], "big", signed=True))
-    assert found == [70014, 70015, 70016, 70019]
+@given(
+    rate=st.integers(0, 1_000_000),
+    burst=st.floats(0.01, 2.0),
+    steps=st.lists(st.tuples(st.floats(0.0, 0.5), st.integers(0, 3000)), max_size=60),
+)
+def test_budget_never_gives_more_than_burst_plus_rate_times_time(
+    rate: int, burst: float, steps: list[tuple[float, int]]
+) -> None:
+    policy = ResendPolicy(bytes_per_second=rate, burst_seconds=burst)
+    budget = ResendBudget(policy)
+    now = 0.0
+    taken = 0
+    for dt, size in steps:
+        now += dt
+        before = budget.tokens
+        if budget.take(size, now):
+            taken += size
+        else:
+            assert budget.tokens < size  # refused only when it did not hold them
+        assert 0 <= budget.tokens <= policy.burst_bytes + 1e-6
+        assert budget.tokens <= before + dt * rate + 1e-6
+    assert taken <= policy.burst_bytes + rate * now + 1e-6
