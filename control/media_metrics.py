@@ -100,5 +100,5 @@ _TRANSPORT_DROPS = frozenset({
     "stun_bad_request", "stun_unknown_username", "stun_bad_integrity", "stun_unknown_attribute",
     "stun_role_conflict", "stun_unknown_address", "srtp_before_connected", "send_not_connected",
     "send_protect_failed", "srtp_auth_failed", "srtp_replay", "srtp_bad_packet", "dtls_bad_record",
-    "dtls_out_of_state",
+    "dtls_out_of_state", "stun_unknown_ufrag", "stun_rate_limited",
 })

@@ -41,6 +41,7 @@ DROP_BAD_INTEGRITY = 9  # 401
 DROP_UNKNOWN_ATTRIBUTE = 10  # 420 with UNKNOWN-ATTRIBUTES
 DROP_ROLE_CONFLICT = 11  # 487: the peer claims the controlled role too
 DROP_UNKNOWN_ADDRESS = 12  # registry: no USERNAME and no transport at that address
+DROP_UNKNOWN_UFRAG = 13  # registry: USERNAME names no local ufrag; dropped before parsing, unanswered
 
 EVENT_NAMES: tuple[str, ...] = (
     "check",
@@ -56,6 +57,7 @@ EVENT_NAMES: tuple[str, ...] = (
     "stun_unknown_attribute",
     "stun_role_conflict",
     "stun_unknown_address",
+    "stun_unknown_ufrag",
 )
 
 
@@ -72,11 +74,15 @@ def is_valid_pwd(value: str) -> bool:
     return _PWD_RE.fullmatch(value) is not None
 
 
-def _error(msg: StunMessage, code: int, key: bytes | None) -> bytes:
-    # 400/401 are unsigned (the request was not authenticated); all carry FINGERPRINT.
-    return stun.build_error_response(
+def _error(msg: StunMessage, code: int, key: bytes | None, request_size: int) -> bytes | None:
+    """An error response; an unsigned one (400/401: the request was not authenticated) only
+    when it is no bigger than the request, so answering a stranger never amplifies."""
+    response = stun.build_error_response(
         stun.method_of(msg.msg_type), msg.transaction_id, code, key=key
     )
+    if key is None and len(response) > request_size:
+        return None
+    return response
 
 
 def _precheck(msg: StunMessage, buf: bytes) -> tuple[bytes | None, int] | None:
@@ -89,10 +95,10 @@ def _precheck(msg: StunMessage, buf: bytes) -> tuple[bytes | None, int] | None:
         if msg_type == stun.BINDING_INDICATION:
             return None, EVENT_INDICATION
         if msg_type & stun.CLASS_MASK == stun.CLASS_REQUEST:
-            return _error(msg, stun.ERROR_BAD_REQUEST, None), DROP_BAD_REQUEST
+            return _error(msg, stun.ERROR_BAD_REQUEST, None, len(buf)), DROP_BAD_REQUEST
         return None, DROP_NOT_REQUEST
     if stun.ATTR_USERNAME not in msg.attributes or msg.integrity_offset < 0:
-        return _error(msg, stun.ERROR_BAD_REQUEST, None), DROP_BAD_REQUEST
+        return _error(msg, stun.ERROR_BAD_REQUEST, None, len(buf)), DROP_BAD_REQUEST
     return None
 
 
@@ -184,11 +190,11 @@ class IceLite:
         else:
             known = username == expected
         if not known:
-            return _error(msg, stun.ERROR_UNAUTHENTICATED, None), DROP_UNKNOWN_USERNAME
+            return _error(msg, stun.ERROR_UNAUTHENTICATED, None, len(buf)), DROP_UNKNOWN_USERNAME
         key = self._key
         attrs = msg.attributes
         if not stun.verify_integrity(buf, key, msg.integrity_offset):
-            return _error(msg, stun.ERROR_UNAUTHENTICATED, None), DROP_BAD_INTEGRITY
+            return _error(msg, stun.ERROR_UNAUTHENTICATED, None, len(buf)), DROP_BAD_INTEGRITY
         if msg.unknown_required:
             response = stun.build_error_response(
                 stun.METHOD_BINDING,
@@ -200,7 +206,7 @@ class IceLite:
             return response, DROP_UNKNOWN_ATTRIBUTE
         if stun.ATTR_ICE_CONTROLLED in attrs:
             # We are always controlled: the peer must take the controlling role.
-            return _error(msg, stun.ERROR_ROLE_CONFLICT, key), DROP_ROLE_CONFLICT
+            return _error(msg, stun.ERROR_ROLE_CONFLICT, key, len(buf)), DROP_ROLE_CONFLICT
 
         selected = self.selected_address
         event = EVENT_CHECK
@@ -300,8 +306,12 @@ class IceLiteRegistry(Generic[T]):
         """Route and answer one STUN datagram: (transport or None, response, event).
 
         A request naming an unknown ufrag is dropped unanswered (we hold no key to
-        sign with, and answering strangers only reflects traffic).
+        sign with, and answering strangers only reflects traffic), and before the
+        message is parsed: one walk of the attribute headers and a dict lookup.
         """
+        ufrag = stun.username_ufrag(buf)
+        if ufrag is not None and ufrag not in self._by_ufrag:
+            return None, None, DROP_UNKNOWN_UFRAG
         msg = stun.parse_message(buf)
         if msg is None:
             return None, None, DROP_MALFORMED
@@ -346,3 +356,59 @@ class IceLiteRegistry(Generic[T]):
     def expired(self, now: float) -> list[T]:
         """Transports whose consent expired (not removed); for a periodic ticker."""
         return [t for ice, t in self._by_ufrag.values() if ice.consent_expired(now)]
+
+
+DEFAULT_FAILURE_RATE = 20.0  # failed STUN requests a second a source host may cost us
+DEFAULT_FAILURE_BURST = 40.0
+DEFAULT_FAILURE_SOURCES = 4096  # hosts remembered (oldest forgotten first)
+
+
+class FailureLimiter:
+    """Per source host, a token bucket of failed STUN requests (malformed, unauthenticated).
+
+    ``limited`` is checked before a STUN datagram is parsed or any HMAC computed: a host
+    whose bucket is empty is dropped at the cost of one dict lookup. ``charge`` spends a token
+    for each failure that cost a parse or an HMAC (an unknown ufrag costs one lookup and is
+    not charged); a valid check costs nothing, so a browser's checks are never limited unless
+    its host also sends failures (a host, not a port: ports are free to vary). The table holds
+    at most ``max_sources`` hosts: a new one evicts the oldest entry. 20/s with a burst of 40
+    is far above what a peer with a wrong password retries, and bounds one host to ~20 HMACs/s.
+    """
+
+    __slots__ = ("rate", "burst", "max_sources", "_hosts")
+
+    def __init__(self, rate: float = DEFAULT_FAILURE_RATE, burst: float = DEFAULT_FAILURE_BURST,
+                 max_sources: int = DEFAULT_FAILURE_SOURCES) -> None:
+        if rate < 0 or burst < 1 or max_sources < 1:
+            raise ValueError("rate must be >= 0, burst >= 1 and max_sources >= 1")
+        self.rate = rate
+        self.burst = burst
+        self.max_sources = max_sources
+        self._hosts: dict[str, list[float]] = {}  # host -> [tokens, at]
+
+    def _refill(self, entry: list[float], now: float) -> float:
+        tokens = entry[0] + (now - entry[1]) * self.rate
+        if tokens > self.burst:
+            tokens = self.burst
+        entry[0] = tokens
+        entry[1] = now
+        return tokens
+
+    def limited(self, host: str, now: float) -> bool:
+        """True when ``host`` spent its failures: drop its STUN unread."""
+        entry = self._hosts.get(host)
+        return entry is not None and self._refill(entry, now) < 1.0
+
+    def charge(self, host: str, now: float) -> None:
+        """One failed request from ``host``."""
+        hosts = self._hosts
+        entry = hosts.get(host)
+        if entry is None:
+            if len(hosts) >= self.max_sources:
+                del hosts[next(iter(hosts))]
+            hosts[host] = [self.burst - 1.0, now]
+            return
+        entry[0] = self._refill(entry, now) - 1.0
+
+    def __len__(self) -> int:
+        return len(self._hosts)

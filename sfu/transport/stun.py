@@ -442,6 +442,34 @@ def parse_message(buf: bytes | bytearray | memoryview) -> StunMessage | None:
     )
 
 
+def username_ufrag(buf: bytes) -> str | None:
+    """The part before ':' of USERNAME, read without parsing the message; None when absent.
+
+    For routing before any other work: checks the header (type bits, magic cookie, length),
+    walks attribute headers only, decodes nothing but that prefix. A prefix that is not
+    ASCII comes back as "" (no transport has it). ``parse_message`` still judges the whole
+    message afterwards.
+    """
+    n = len(buf)
+    if n < HEADER_LENGTH:
+        return None
+    msg_type, length, cookie = _HEADER_PREFIX.unpack_from(buf, 0)
+    if msg_type & 0xC000 or cookie != MAGIC_COOKIE or length + HEADER_LENGTH != n:
+        return None
+    off = HEADER_LENGTH
+    while off + ATTR_HEADER_LENGTH <= n:
+        code, alen = _ATTR.unpack_from(buf, off)
+        voff = off + ATTR_HEADER_LENGTH
+        if code == ATTR_USERNAME:
+            if voff + alen > n:
+                return None
+            end = buf.find(b":", voff, voff + alen)
+            raw = buf[voff : voff + alen if end < 0 else end]
+            return raw.decode("ascii") if raw.isascii() else ""
+        off = voff + ((alen + 3) & ~3)
+    return None
+
+
 def find_attribute(buf: bytes, code: int) -> int:
     """Offset of the first attribute header of type `code`, -1 if absent or malformed."""
     n = len(buf)

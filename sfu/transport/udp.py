@@ -5,8 +5,11 @@ all on the same port). `datagram_received` is synchronous and does, per datagram
 check, one table lookup on the first byte (RFC 7983: 0-3 STUN, 20-63 DTLS, 128-191
 RTP/RTCP, anything else dropped), then
 
-- STUN: the IceLiteRegistry routes by the ufrag in USERNAME and answers; a nominated
-  check (or one from a new address) points the transport at that address and socket;
+- STUN: a source host that sent too many failed requests is dropped first (one dict
+  lookup, ice_lite.FailureLimiter); the IceLiteRegistry drops an unknown ufrag before
+  parsing, routes by the ufrag in USERNAME and answers (an unsigned error only when no
+  bigger than the request); a nominated check (or one from a new address) points the
+  transport at that address and socket;
 - DTLS, RTP/RTCP: one dict lookup of the source address in the registry's by_address
   table, then the transport (DTLS endpoint, or one SRTP unprotect and a handler call).
 
@@ -29,7 +32,7 @@ from typing import Any, Final
 from sfu.transport import ice_lite
 from sfu.transport.certificate import worker_certificate
 from sfu.transport.dtls import DEFAULT_HANDSHAKE_TIMEOUT, DtlsContext
-from sfu.transport.ice_lite import CONSENT_TIMEOUT, IceLiteRegistry
+from sfu.transport.ice_lite import CONSENT_TIMEOUT, FailureLimiter, IceLiteRegistry
 from sfu.transport.srtp import DEFAULT_WINDOW_SIZE
 from sfu.transport.stun import Address
 from sfu.transport.webrtc_transport import (
@@ -68,6 +71,7 @@ DROP_SEND_BUFFER_FULL: Final = 5
 DROP_SEND_ERROR: Final = 6
 DROP_NO_SOCKET: Final = 7
 DROP_INTERNAL_ERROR: Final = 8
+DROP_STUN_RATE_LIMITED: Final = 9
 DROP_NAMES: Final[tuple[str, ...]] = (
     "too_short",
     "too_long",
@@ -78,6 +82,7 @@ DROP_NAMES: Final[tuple[str, ...]] = (
     "send_error",
     "send_no_socket",
     "internal_error",
+    "stun_rate_limited",
 )
 
 # STUN outcomes, named as exported (ice_lite.EVENT_NAMES; normal events get a stun_ prefix).
@@ -167,7 +172,8 @@ class MediaEndpoint(asyncio.DatagramProtocol):
     ip needs an announced ip). `allowed_sources`, when given, is a list of networks
     ("127.0.0.0/8", "::1/128"): datagrams from other hosts are dropped unanswered.
     `clock` is the time source of ICE consent and DTLS timers (default time.monotonic,
-    the clock of asyncio's loop).
+    the clock of asyncio's loop). `stun_limiter` bounds the failed STUN requests one source
+    host may make us handle (ice_lite.FailureLimiter; the defaults unless given).
     """
 
     def __init__(
@@ -186,6 +192,7 @@ class MediaEndpoint(asyncio.DatagramProtocol):
         send_buffer_limit: int = DEFAULT_SEND_BUFFER_LIMIT,
         socket_buffer: int | None = DEFAULT_SOCKET_BUFFER,
         clock: Callable[[], float] = time.monotonic,
+        stun_limiter: FailureLimiter | None = None,
     ) -> None:
         ips = [_normalize_ip(ip) for ip in listen_ips]
         if not ips:
@@ -211,6 +218,7 @@ class MediaEndpoint(asyncio.DatagramProtocol):
         self.clock = clock
         self.registry: IceLiteRegistry[WebRtcTransport] = IceLiteRegistry()
         self.source_filter = SourceFilter(allowed_sources) if allowed_sources is not None else None
+        self.stun_limiter = stun_limiter if stun_limiter is not None else FailureLimiter()
         self.drops: list[int] = [0] * len(DROP_NAMES)
         self.stun_events: list[int] = [0] * len(STUN_EVENT_NAMES)
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -394,8 +402,17 @@ class MediaEndpoint(asyncio.DatagramProtocol):
         if source_filter is not None and not source_filter.allowed(addr[0]):
             self.drops[DROP_SOURCE_NOT_ALLOWED] += 1
             return
-        transport, response, event = self.registry.handle_stun(data, addr, self.clock())
+        now = self.clock()
+        limiter = self.stun_limiter
+        host = addr[0]
+        if limiter.limited(host, now):  # before any parsing or HMAC
+            self.drops[DROP_STUN_RATE_LIMITED] += 1
+            return
+        transport, response, event = self.registry.handle_stun(data, addr, now)
         self.stun_events[event] += 1
+        if event >= ice_lite.DROP_FIRST and event != ice_lite.DROP_UNKNOWN_UFRAG:
+            # it cost a parse (and maybe an HMAC); an unknown ufrag cost one lookup
+            limiter.charge(host, now)
         if response is not None:
             self.send_on(sock, response, addr)
         if transport is not None and (

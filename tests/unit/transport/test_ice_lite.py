@@ -20,6 +20,7 @@ from sfu.transport.ice_lite import (
     DROP_ROLE_CONFLICT,
     DROP_UNKNOWN_ADDRESS,
     DROP_UNKNOWN_ATTRIBUTE,
+    DROP_UNKNOWN_UFRAG,
     DROP_UNKNOWN_USERNAME,
     EVENT_ADDRESS_CHANGED,
     EVENT_CHECK,
@@ -108,11 +109,12 @@ def test_bad_credentials_rejected(ufrag: str, pwd: str) -> None:
 
 
 def test_event_names_cover_every_event() -> None:
-    assert len(EVENT_NAMES) == DROP_UNKNOWN_ADDRESS + 1
+    assert len(EVENT_NAMES) == DROP_UNKNOWN_UFRAG + 1
     assert EVENT_NAMES[DROP_BAD_INTEGRITY] == "stun_bad_integrity"
     assert EVENT_NAMES[DROP_UNKNOWN_USERNAME] == "stun_unknown_username"
     assert EVENT_NAMES[DROP_MALFORMED] == "stun_malformed"
-    assert all(EVENT_NAMES[e].startswith("stun_") for e in range(ice_lite.DROP_FIRST, 13))
+    assert EVENT_NAMES[DROP_UNKNOWN_UFRAG] == "stun_unknown_ufrag"
+    assert all(EVENT_NAMES[e].startswith("stun_") for e in range(ice_lite.DROP_FIRST, len(EVENT_NAMES)))
 
 
 # --- checks and nomination ---------------------------------------------------------
@@ -424,7 +426,7 @@ def test_registry_drops() -> None:
     stranger = stun.build_binding_request(
         stun.new_transaction_id(), "nobody:x", KEY, 1, 2, use_candidate=True
     )
-    assert registry.handle_stun(stranger, ADDR_A, 0.0) == (None, None, DROP_UNKNOWN_USERNAME)
+    assert registry.handle_stun(stranger, ADDR_A, 0.0) == (None, None, DROP_UNKNOWN_UFRAG)
     assert registry.handle_stun(b"\x00\x01junk", ADDR_A, 0.0) == (None, None, DROP_MALFORMED)
     indication = stun.build_message(stun.BINDING_INDICATION, stun.new_transaction_id())
     assert registry.handle_stun(indication, ADDR_A, 0.0) == (None, None, DROP_UNKNOWN_ADDRESS)
@@ -532,7 +534,7 @@ def test_registry_address_map_stays_consistent(ops: list[tuple[int, int, str]]) 
             check_for(t, use_candidate=op == "nominate"), addr, float(now)
         )
         if t.ice.local_ufrag not in registry:
-            assert (routed, response, event) == (None, None, DROP_UNKNOWN_USERNAME)
+            assert (routed, response, event) == (None, None, DROP_UNKNOWN_UFRAG)
             continue
         assert routed is t and response is not None
         assert event in (EVENT_CHECK, EVENT_SELECTED, EVENT_ADDRESS_CHANGED)
