@@ -38,6 +38,8 @@ from sfu.sdp import (
     answer_publish_offer,
     apply_subscribe_answer,
     build_subscribe_offer,
+    check_publish_limits,
+    check_publish_text,
     parse_sdp,
 )
 
@@ -282,7 +284,11 @@ class Participant:
         """Answer a publish offer. Returns (answer, tracks published now, tracks stopped)."""
         if not self.can_publish:
             raise PermissionError("this participant may not publish")
+        # Limits first, before anything about the participant changes (a new ufrag below
+        # replaces the publish transport): one microphone, camera and screen; a bounded text.
+        check_publish_text(sdp_text)
         offer = parse_sdp(sdp_text)
+        check_publish_limits(offer)
         remote_ufrag = _first_ufrag(offer)
         new_pc = self.publish_transport is None or (remote_ufrag and remote_ufrag != self._publish_ufrag)
         if new_pc:

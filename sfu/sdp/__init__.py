@@ -52,7 +52,7 @@ from sfu.sdp.params import (
     SubscribeTrack,
 )
 from sfu.sdp.parser import parse_sdp
-from sfu.sdp.publish import answer_publish_offer
+from sfu.sdp.publish import answer_publish_offer, check_publish_limits, check_publish_text
 from sfu.sdp.subscribe import apply_subscribe_answer, build_subscribe_offer
 
 __all__ = [
@@ -98,6 +98,8 @@ __all__ = [
     "SubscribeParams",
     "SubscribeTrack",
     "answer_publish_offer",
+    "check_publish_limits",
+    "check_publish_text",
     "apply_subscribe_answer",
     "build_subscribe_offer",
     "h264_profile",

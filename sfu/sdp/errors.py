@@ -19,6 +19,7 @@ MISSING_MID = "missing_mid"
 INVALID_SETUP = "invalid_setup"
 TRANSPORT_MISMATCH = "transport_mismatch"
 ANSWER_MISMATCH = "answer_mismatch"
+TOO_MANY_TRACKS = "too_many_tracks"
 
 ERROR_CODES = frozenset(
     {
@@ -35,6 +36,7 @@ ERROR_CODES = frozenset(
         INVALID_SETUP,
         TRANSPORT_MISMATCH,
         ANSWER_MISMATCH,
+        TOO_MANY_TRACKS,
     }
 )
 

@@ -2,7 +2,15 @@
 
 Each audio/video m-section is accepted with one codec (the first capability the offer
 supports, in capability order) plus its RTX, or rejected with port 0 when there is none;
-the whole offer is refused only when nothing is left or a transport rule is broken.
+the whole offer is refused only when nothing is left, a transport rule is broken, or it
+publishes more than one participant may (``check_publish_limits``).
+
+Limits: a participant publishes one microphone, one camera and one screen. The SDP does
+not say which source a video track is (signaling carries no source either), so the cap is
+by kind: at most ``MAX_PUBLISHED_AUDIO`` (1) audio and ``MAX_PUBLISHED_VIDEO`` (2: camera and
+screen) sending m-sections, and at most ``MAX_PUBLISH_SECTIONS`` m-sections in all (stopped
+ones included: a browser keeps a few after stopping a screen share). The text is refused
+before parsing when it is over ``MAX_PUBLISH_SDP_SIZE`` or has more m= lines than that.
 """
 
 from __future__ import annotations
@@ -15,6 +23,8 @@ from sfu.sdp.errors import (
     NO_COMMON_CODEC,
     NO_MEDIA,
     RTCP_MUX_REQUIRED,
+    SDP_TOO_LARGE,
+    TOO_MANY_TRACKS,
     UNSUPPORTED_PROTOCOL,
     SdpError,
 )
@@ -56,6 +66,11 @@ from sfu.sdp.transport import (
     remote_transport,
     write_local_transport,
 )
+
+MAX_PUBLISHED_AUDIO = 1  # the microphone
+MAX_PUBLISHED_VIDEO = 2  # the camera and the screen
+MAX_PUBLISH_SECTIONS = 16  # m-sections of any kind and state
+MAX_PUBLISH_SDP_SIZE = 64 * 1024  # characters; a browser's offer of all three is ~10-20 KB
 
 REJECT_STOPPED = "stopped"
 REJECT_KIND = "unsupported_kind"
@@ -210,6 +225,37 @@ def _answer_direction(offered: str | None) -> str:
     return INACTIVE
 
 
+def check_publish_text(text: str) -> None:
+    """Refuse a publish offer before parsing: too long, or more m= lines than allowed."""
+    if len(text) > MAX_PUBLISH_SDP_SIZE:
+        raise SdpError(SDP_TOO_LARGE, f"the publish offer is {len(text)} characters; the limit is {MAX_PUBLISH_SDP_SIZE}")
+    sections = text.count("\nm=") + text.startswith("m=")
+    if sections > MAX_PUBLISH_SECTIONS:
+        raise SdpError(TOO_MANY_TRACKS, f"the publish offer has {sections} m-sections; the limit is {MAX_PUBLISH_SECTIONS}")
+
+
+def check_publish_limits(offer: SessionDescription) -> None:
+    """Refuse an offer that publishes more than one microphone, camera and screen.
+
+    Counts the m-sections the SFU would receive from (active audio/video, sending).
+    Raises SdpError(TOO_MANY_TRACKS) naming the kind; changes nothing.
+    """
+    if len(offer.media) > MAX_PUBLISH_SECTIONS:
+        raise SdpError(TOO_MANY_TRACKS, f"the publish offer has {len(offer.media)} m-sections; the limit is {MAX_PUBLISH_SECTIONS}")
+    audio = video = 0
+    for section in offer.media:
+        if not section.active or (section.direction or offer.direction) not in (None, SENDRECV, SENDONLY):
+            continue
+        if section.kind == KIND_AUDIO:
+            audio += 1
+        elif section.kind == KIND_VIDEO:
+            video += 1
+    if audio > MAX_PUBLISHED_AUDIO:
+        raise SdpError(TOO_MANY_TRACKS, f"the offer sends {audio} audio tracks; a participant publishes one microphone")
+    if video > MAX_PUBLISHED_VIDEO:
+        raise SdpError(TOO_MANY_TRACKS, f"the offer sends {video} video tracks; a participant publishes a camera and a screen at most")
+
+
 def answer_publish_offer(
     offer: SessionDescription,
     local: LocalTransportParams,
@@ -224,6 +270,7 @@ def answer_publish_offer(
     local.validate()
     if not offer.media:
         raise SdpError(NO_MEDIA, "the offer has no m-section")
+    check_publish_limits(offer)
     bundle = offer.bundle_mids()
     active_av = [m for m in offer.media if m.active and m.kind in (KIND_AUDIO, KIND_VIDEO)]
     lone = not offer.has_bundle_group() and len(active_av) == 1
