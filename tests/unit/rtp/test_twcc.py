@@ -234,3 +234,14 @@ def test_parse_is_bounded_by_the_bytes(raw: bytes) -> None:
     # what it can rebuild fits in the bytes it came from (modulo chunk choice and padding)
     if fb.received_count:
         assert fb.received_count <= _chunk_walk_steps(data) * 2 + len(data)
+
+
+def test_a_count_its_bytes_cannot_back_is_malformed_and_counted_after_the_good_prefix() -> None:
+    """8,191 'small delta' statuses with no delta bytes: refused, the packets before it used."""
+    claims = bytes.fromhex("8fcd0005") + bytes(8) + bytes(2) + (0x1FFF).to_bytes(2, "big") + bytes(4)
+    claims += (0x2000 | 0x1FFF).to_bytes(2, "big") + bytes(2)
+    assert TransportFeedback.parse(claims) is None
+    counters = WorkerCounters()
+    side = SubscribeSide(None, counters, lambda: 0.0)  # type: ignore[arg-type]
+    side.on_rtcp(bomb_packet() + claims + bomb_packet())
+    assert counters.twcc_in == 1 and counters.drops == {"rtcp_malformed": 1}
