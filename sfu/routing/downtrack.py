@@ -86,7 +86,7 @@ class DownTrack:
         self._h_gen = array("q", bytes(8 * _HISTORY))
         self._h_resends = bytearray(_HISTORY)  # times the slot's packet was resent
         self._h_resent_at = array("d", bytes(8 * _HISTORY))
-        self._h_mark = array("q", bytes(8 * _HISTORY))  # the NACK (epoch) that last named the slot
+        self._h_mark = array("I", bytes(4 * _HISTORY))  # the NACK (epoch, 32-bit, never 0) that last named the slot
         self._nack_epoch = 0
         self.budget = budget if budget is not None else ResendBudget()  # the subscriber's, shared
         self._last_in_ts = 0
@@ -169,7 +169,7 @@ class DownTrack:
         h_seq, h_gen, h_mark = self._h_seq, self._h_gen, self._h_mark
         h_resends, h_resent_at = self._h_resends, self._h_resent_at
         gen = self._gen
-        self._nack_epoch = epoch = self._nack_epoch + 1
+        self._nack_epoch = epoch = (self._nack_epoch & 0xFFFFFFFF) % 0xFFFFFFFF + 1
         extra = 2 if self.rtx_payload_type else 0  # the OSN an RTX packet adds
         duplicate = too_soon = too_many = over_budget = missing = sent = 0
         previous = (-1, -1)
