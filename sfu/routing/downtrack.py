@@ -208,6 +208,8 @@ class DownTrack:
                                 h_resent_at[i] = now
                                 self.transport.send_rtp(pkt)  # type: ignore[attr-defined]
                                 sent += 1
+                            else:  # the stored packet no longer parses: nothing to resend
+                                missing += 1
                 # next bit of the BLP
                 if not blp:
                     break

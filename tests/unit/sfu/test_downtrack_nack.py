@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from sfu import nack as nack_policy
 from sfu.routing.counters import WorkerCounters
 from sfu.routing.downtrack import DownTrack
@@ -147,3 +150,35 @@ def test_what_is_not_buffered_is_counted_not_in_buffer() -> None:
     gone = (call.last_out() - 600) & 0xFFFF  # older than the DownTrack's 512-packet history
     assert call.nack([(gone, 0x0001)]) == []
     assert call.refused() == {"not_in_buffer": 2}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    nacks=st.lists(
+        st.tuples(st.floats(0.0, 0.15), st.lists(st.tuples(st.integers(0, 120), st.integers(0, 0xFFFF)), max_size=40)),
+        min_size=1, max_size=12,
+    ),
+)
+def test_any_nacks_resend_each_packet_once_per_nack_a_few_times_in_all_within_the_budget(
+    nacks: list[tuple[float, list[tuple[int, int]]]],
+) -> None:
+    policy = nack_policy.ResendPolicy(max_resends=3, default_interval=0.05, bytes_per_second=20_000,
+                                      burst_seconds=0.5)
+    call = Call(policy)
+    newest = call.last_out()
+    start = call.now
+    per_packet: dict[int, int] = {}
+    sent_bytes = 0
+    for after, pairs in nacks:
+        wire = [((newest - back) & 0xFFFF, blp) for back, blp in pairs]
+        sent = call.nack(wire, after=after)
+        seqs = [osn(p) for p in sent]
+        assert len(seqs) == len(set(seqs))  # once per NACK
+        for s in seqs:
+            per_packet[s] = per_packet.get(s, 0) + 1
+        sent_bytes += sum(len(p) for p in sent)
+    assert all(n <= 3 for n in per_packet.values())
+    assert sent_bytes <= policy.burst_bytes + policy.bytes_per_second * (call.now - start) + 1
+    named = sum(1 + blp.bit_count() for _, pairs in nacks for _, blp in pairs)
+    refused = call.refused()
+    assert sum(refused.values()) + call.counters.retransmits == named  # every named number accounted
