@@ -34,7 +34,8 @@ from control.domain.models import (
 )
 from control.events import RoomEvent, RoomEvents, RoomEventType
 from control.metrics import Metrics
-from control.store.base import Store
+from control.store.base import Store, StoreError
+from control.store.retry import BACKGROUND, retrying
 from control.tokens import TokenService
 from control.webhooks import Webhooks
 
@@ -285,19 +286,37 @@ class Rooms:
                                       muted=muted))
         return ActionResult.MUTED
 
-    async def leave(self, appointment_id: str, participant_id: str, reason: str = "left") -> bool:
-        """A participant left (or dropped for good). False when they were not in the room."""
+    async def leave(self, appointment_id: str, participant_id: str, reason: str = "left",
+                    still_gone: Callable[[], bool] | None = None) -> bool:
+        """A participant left (or dropped for good). False when they were not in the room.
+
+        Rides out a stalled or restarting store (bounded retries). `still_gone` is asked inside
+        the atomic update: a participant who came back meanwhile is not taken out.
+        """
+        seen: list[RoomMember] = []
+        cut_off = [False]  # an attempt failed after it may have written
 
         def apply(room: Room | None) -> tuple[Room | None, RoomMember | None]:
+            if still_gone is not None and not still_gone():
+                return None, None
             m = room.member(participant_id) if room else None
             if room is None or m is None:
-                return None, None
+                # a stall can cut off the reply of a write that happened: that was this leave
+                return None, (seen[0] if seen and cut_off[0] else None)
+            seen[:] = [m]
             return room.without_member(participant_id, deny=False), m
 
-        member = await self.store.update_room(appointment_id, apply)
+        async def attempt() -> RoomMember | None:
+            try:
+                return await self.store.update_room(appointment_id, apply)
+            except StoreError:
+                cut_off[0] = bool(seen)
+                raise
+
+        member = await retrying(attempt, f"leave {appointment_id}/{participant_id}")
         if member is None:
             return False
-        await self._audit(appointment_id, "leave", participant_id, participant_id, reason)
+        await self._audit(appointment_id, "leave", participant_id, participant_id, reason, durable=True)
         await self.webhooks.emit("participant.left", {**self._pdata(appointment_id, member), "reason": reason})
         self.events.publish(RoomEvent(RoomEventType.LEFT, appointment_id, participant_id, member, reason))
         await self._finish_if_empty(appointment_id)
@@ -313,8 +332,8 @@ class Rooms:
                 raise ActionError("room_not_open", "the room is not open", 404)
             return replace(room, members=(), closed_at=now, close_reason=reason), room.members
 
-        members = await self.store.update_room(appointment_id, apply)
-        await self._audit(appointment_id, "end", actor.id, "", reason)
+        members = await retrying(lambda: self.store.update_room(appointment_id, apply), f"end {appointment_id}")
+        await self._audit(appointment_id, "end", actor.id, "", reason, durable=True)
         for m in members:
             await self.webhooks.emit("participant.left", {**self._pdata(appointment_id, m), "reason": reason})
         await self.webhooks.emit("room.finished", {"appointment_id": appointment_id, "reason": reason})
@@ -329,14 +348,23 @@ class Rooms:
                 return None, False
             return replace(room, closed_at=now, close_reason="empty"), True
 
-        if await self.store.update_room(appointment_id, apply):
+        if await retrying(lambda: self.store.update_room(appointment_id, apply), f"finish {appointment_id}"):
             await self.webhooks.emit("room.finished", {"appointment_id": appointment_id, "reason": "empty"})
             self.events.publish(RoomEvent(RoomEventType.CLOSED, appointment_id, reason="empty"))
 
     # -- helpers --------------------------------------------------------------------------------
 
-    async def _audit(self, appointment_id: str, action: str, actor_id: str, subject_id: str, code: str) -> None:
-        await self.store.append_audit(AuditEntry(self.clock(), appointment_id, action, actor_id, subject_id, code))
+    async def _audit(self, appointment_id: str, action: str, actor_id: str, subject_id: str, code: str,
+                     durable: bool = False) -> None:
+        """Write an audit entry; `durable` ones (background paths) ride out a store outage."""
+        entry = AuditEntry(self.clock(), appointment_id, action, actor_id, subject_id, code)
+        if not durable:
+            await self.store.append_audit(entry)
+            return
+        try:
+            await retrying(lambda: self.store.append_audit(entry), f"audit {appointment_id}", BACKGROUND)
+        except StoreError:
+            log.error("audit entry lost after retries: %s %s %s %s", appointment_id, action, subject_id, code)
 
     def _pdata(self, appointment_id: str, m: RoomMember) -> dict[str, object]:
         return {"appointment_id": appointment_id, "participant_id": m.participant_id, "role": m.role.value,

@@ -9,6 +9,7 @@ exponential backoff and full jitter until `max_attempts`, then dead-letters the 
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import hmac
 import logging
@@ -24,7 +25,8 @@ from control.background import Background
 from control.config import WebhooksConfig
 from control.domain.models import format_time, utcnow
 from control.metrics import Metrics
-from control.store.base import PendingWebhook, Store, WebhookEvent
+from control.store.base import PendingWebhook, Store, StoreError, WebhookEvent
+from control.store.retry import INTERACTIVE, retrying
 
 log = logging.getLogger("telesfu.webhooks")
 
@@ -79,6 +81,8 @@ class Webhooks:
         self._wake = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
         self._inflight: set[asyncio.Task[None]] = set()
+        # events the store could not take (stalled, restarting): handed to it when it is back
+        self._held: collections.deque[tuple[WebhookEvent, float]] = collections.deque()
 
     async def emit(self, type_: str, data: dict[str, Any]) -> WebhookEvent | None:
         """Queue an event for delivery. Returns it, or None when webhooks are off."""
@@ -88,9 +92,37 @@ class Webhooks:
             return None
         event = WebhookEvent(id="evt_" + secrets.token_hex(12), type=type_, created_at=format_time(utcnow()),
                              data=data)
-        await self.store.enqueue_webhook(event, self.clock())
+        due = self.clock()
+        if self._held:  # keep the order: nothing overtakes what is already held
+            self._hold(event, due)
+        else:
+            try:
+                await self.store.enqueue_webhook(event, due)
+            except StoreError as e:
+                log.warning("webhook %s (%s) held in memory: the store is unavailable (%s)", event.id, type_, e)
+                self._hold(event, due)
         self._wake.set()
         return event
+
+    def _hold(self, event: WebhookEvent, due: float) -> None:
+        self._held.append((event, due))
+
+    async def flush_held(self) -> int:
+        """Hand held events to the store, oldest first; stops at the first failure. Returns how many."""
+        n = 0
+        while self._held:
+            event, due = self._held[0]
+            try:
+                await self.store.enqueue_webhook(event, due)
+            except StoreError:
+                break
+            self._held.popleft()
+            n += 1
+        return n
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
 
     def start(self) -> None:
         if self.enabled:
@@ -98,6 +130,8 @@ class Webhooks:
 
     async def stop(self) -> None:
         await self._loop.stop()
+        if self._held and await self.flush_held() == 0 and self._held:
+            log.error("%d webhook events held in memory are lost: the store is unavailable", len(self._held))
         for t in list(self._inflight):
             t.cancel()
         if self._inflight:
@@ -110,6 +144,8 @@ class Webhooks:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.config.timeout_seconds))
         lease = self.config.timeout_seconds * 3 + 5
         while True:
+            if self._held:
+                await self.flush_held()
             try:
                 pending = await self.store.claim_webhooks(self.clock(), lease, 32)
                 self.metrics.webhook_queue.set(await self.store.webhook_queue_depth())
@@ -139,8 +175,13 @@ class Webhooks:
             async with self._session.post(self.config.url, data=body, headers=headers) as resp:
                 await resp.read()
                 if 200 <= resp.status < 300:
-                    await self.store.complete_webhook(event.id)
                     self.metrics.webhook_deliveries.labels(event.type, "delivered").inc()
+                    try:
+                        await retrying(lambda: self.store.complete_webhook(event.id), "complete webhook",
+                                       INTERACTIVE)
+                    except StoreError:
+                        log.warning("webhook %s delivered but not marked done (store unavailable); it is "
+                                    "delivered again when its lease ends", event.id)
                     return
                 error = f"HTTP {resp.status}"
         except asyncio.CancelledError:

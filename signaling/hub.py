@@ -22,6 +22,8 @@ from control.events import RoomEvent, RoomEventType
 from control.media import MediaError, MediaPlane
 from control.node import Node
 from control.rooms import ActionError, Actor
+from control.store.base import StoreError
+from control.store.retry import INTERACTIVE, retrying
 from signaling import protocol as p
 from signaling.session import Session, State
 
@@ -102,6 +104,7 @@ class Hub:
             exclude=pid)
 
     async def session_ended(self, session: Session) -> None:
+        """A socket closed. Never raises and never waits on the store: what follows runs as a task."""
         key = (session.appointment_id, session.participant_id)
         if not session.participant_id or self.sessions.get(key) is not session:
             return  # never attached, or replaced by a newer session
@@ -109,25 +112,45 @@ class Hub:
         self.by_room[key[0]].discard(session)
         if session.left:
             return
-        dropped = session.close_code is None or session.close_code == p.CLOSE_SERVICE_RESTART
-        room = await self.store.get_room(key[0])
+        dropped = session.close_code in (None, p.CLOSE_SERVICE_RESTART, p.CLOSE_TRY_AGAIN)
+        self._spawn(self._after_close(key, dropped), "session ended")
+
+    async def _after_close(self, key: Key, dropped: bool) -> None:
+        def gone() -> bool:
+            return key not in self.sessions  # not back on a new socket meanwhile
+
+        try:
+            room = await retrying(lambda: self.store.get_room(key[0]), "read room after a drop", INTERACTIVE)
+        except StoreError:
+            # the store is down: whatever the participant was, keep the place for the grace
+            # period; its leave is applied when the store is back
+            log.warning("signaling: store unavailable after %s/%s dropped; arming the grace anyway", *key)
+            if gone():
+                self._arm_grace(key, announce=True)
+            return
         member = room.member(key[1]) if room else None
-        if member is None:
+        if member is None or not gone():
             return
         if member.presence is Presence.WAITING:
-            await self.rooms.leave(key[0], key[1], "left_waiting")
-            return
-        if dropped:  # the connection dropped (or media restarted): keep the place for the grace period
-            self._to_joined(key[0], p.msg("participant_reconnecting", participant_id=key[1]))
-            loop = asyncio.get_running_loop()
-            self._grace[key] = loop.call_later(self.grace_seconds, self._grace_expired, key)
+            await self.rooms.leave(key[0], key[1], "left_waiting", still_gone=gone)
+        elif dropped:  # the connection dropped (or media restarted): keep the place for the grace period
+            self._arm_grace(key, announce=True)
         else:  # closed by the server for cause (rate limit, protocol error): gone now
-            await self.rooms.leave(key[0], key[1], "closed")
+            await self.rooms.leave(key[0], key[1], "closed", still_gone=gone)
+
+    def _arm_grace(self, key: Key, announce: bool) -> None:
+        old = self._grace.pop(key, None)
+        if old is not None:
+            old.cancel()
+        if announce:
+            self._to_joined(key[0], p.msg("participant_reconnecting", participant_id=key[1]))
+        self._grace[key] = asyncio.get_running_loop().call_later(self.grace_seconds, self._grace_expired, key)
 
     def _grace_expired(self, key: Key) -> None:
         self._grace.pop(key, None)
         if key not in self.sessions:
-            self._spawn(self.rooms.leave(key[0], key[1], "disconnected"), "leave after grace")
+            self._spawn(self.rooms.leave(key[0], key[1], "disconnected", still_gone=lambda: key not in self.sessions),
+                        "leave after grace")
 
     async def leave(self, session: Session) -> None:
         session.left = True
@@ -248,7 +271,7 @@ class Hub:
 
     async def _arm_window(self, apt_id: str) -> None:
         """End the session when its join window closes."""
-        apt = await self.store.get_appointment(apt_id)
+        apt = await retrying(lambda: self.store.get_appointment(apt_id), "read appointment for its window")
         if apt is None or apt_id in self._window:
             return
         closes = apt.ends_at + timedelta(minutes=self.node.config.rooms.join_late_minutes)
@@ -256,7 +279,8 @@ class Hub:
 
         def fire() -> None:
             self._window.pop(apt_id, None)
-            self._spawn(self.rooms.end(apt_id, Actor.api(), "window_closed"), "end at window close")
+            self._spawn(retrying(lambda: self.rooms.end(apt_id, Actor.api(), "window_closed"), "end at window close"),
+                        "end at window close")
 
         self._window[apt_id] = asyncio.get_running_loop().call_later(delay, fire)
 

@@ -46,6 +46,7 @@ CLOSE_CODES: dict[str, int] = {
 assert all(c.value in CLOSE_CODES for c in REFUSALS)
 CLOSE_LEFT = 1000
 CLOSE_SERVICE_RESTART = 1012  # the media worker restarted: reconnect
+CLOSE_TRY_AGAIN = 1013  # the store is unavailable (error store_unavailable): join again shortly
 
 
 class ProtocolError(Exception):

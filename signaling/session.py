@@ -23,6 +23,7 @@ from control.domain.admission import Authority, Code
 from control.domain.models import Presence, Role, format_time
 from control.media import MediaError
 from control.rooms import ActionError, Actor
+from control.store.base import StoreError
 from signaling import protocol as p
 
 if TYPE_CHECKING:
@@ -138,6 +139,11 @@ class Session:
         except MediaError as e:
             self.hub.metrics.signaling_errors.labels("media").inc()
             self.send(p.error(e.code, e.message))
+        except StoreError:  # fail closed: a join the store cannot decide is not let in
+            self.hub.metrics.signaling_errors.labels("store_unavailable").inc()
+            self.send(p.error("store_unavailable", "the server cannot reach its store; try again shortly"))
+            if self.state is State.NEW:
+                self.close(p.CLOSE_TRY_AGAIN, "store unavailable")
         except Exception:
             log.exception("signaling: message from %s failed", self.participant_id or "(not joined)")
             self.send(p.error("internal_error", "the server could not handle that message"))
