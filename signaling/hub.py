@@ -47,6 +47,7 @@ class Hub:
         self._window: dict[str, asyncio.TimerHandle] = {}
         self._unsubscribe: dict[str, Any] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._media_locks: dict[Key, asyncio.Lock] = {}
         self._unsub_media = self.media.subscribe("*", self._on_media_event)
 
     async def close(self) -> None:
@@ -93,12 +94,34 @@ class Hub:
             self._unsubscribe[apt_id] = self.node.events.subscribe(apt_id, self._on_room_event)
             self._spawn(self._arm_window(apt_id), "join window timer")
 
+    def _media_lock(self, key: Key) -> asyncio.Lock:
+        """Media membership changes of one participant run one at a time, in the order asked."""
+        lock = self._media_locks.get(key)
+        if lock is None:
+            lock = self._media_locks[key] = asyncio.Lock()
+        return lock
+
+    def _still_in(self, session: Session) -> bool:
+        key = (session.appointment_id, session.participant_id)
+        return self.sessions.get(key) is session and session.state is State.JOINED and not session.left
+
+    def _wanted_in_media(self, key: Key) -> bool:
+        s = self.sessions.get(key)
+        return s is not None and self._still_in(s)
+
     async def enter_media(self, session: Session) -> None:
         apt, pid = session.appointment_id, session.participant_id
-        if self.media.has_participant(apt, pid):  # back within the grace period, on a new page
-            await self.media.reset_participant(apt, pid)
-        else:
-            await self.media.add_participant(apt, pid, can_publish=True, can_subscribe=True)
+        async with self._media_lock((apt, pid)):
+            if not self._still_in(session):
+                return  # removed or closed before it got here
+            if self.media.has_participant(apt, pid):  # back within the grace period, on a new page
+                await self.media.reset_participant(apt, pid)
+            else:
+                await self.media.add_participant(apt, pid, can_publish=True, can_subscribe=True)
+            if not self._still_in(session):  # removed while the worker was adding it: undo, say nothing
+                if self.media.has_participant(apt, pid) and not self._wanted_in_media((apt, pid)):
+                    await self.media.remove_participant(apt, pid)
+                return
         self._to_joined(apt, p.msg("participant_joined", participant={
             "participant_id": pid, "role": session.role.value if session.role else "", "name": session.name}),
             exclude=pid)
@@ -235,8 +258,17 @@ class Hub:
         if grace is not None:
             grace.cancel()
         self._to_joined(apt, p.msg("participant_left", participant_id=pid, reason=reason), exclude=pid)
-        if self.media.has_participant(apt, pid):
-            self._spawn(self.media.remove_participant(apt, pid), "remove from media")
+        key = (apt, pid)
+
+        async def remove() -> None:
+            async with self._media_lock(key):  # after an add still under way, never before it
+                if self.media.has_participant(apt, pid) and not self._wanted_in_media(key):
+                    await self.media.remove_participant(apt, pid)
+            lock = self._media_locks.get(key)
+            if lock is not None and not lock.locked() and not self._wanted_in_media(key):
+                del self._media_locks[key]
+
+        self._spawn(remove(), "remove from media")
 
     def _close_room(self, apt: str, reason: str) -> None:
         for s in list(self.by_room.get(apt, ())):
@@ -245,6 +277,7 @@ class Hub:
             s.close(p.CLOSE_LEFT, "room closed")
         for key in [k for k in self._grace if k[0] == apt]:
             self._grace.pop(key).cancel()
+        self._forget_locks(apt)
         h = self._window.pop(apt, None)
         if h is not None:
             h.cancel()
@@ -254,8 +287,13 @@ class Hub:
         if self.media.worker_for(apt) is not None:
             self._spawn(self.media.close_room(apt), "close media room")
 
+    def _forget_locks(self, apt: str) -> None:
+        for key in [k for k, lock in self._media_locks.items() if k[0] == apt and not lock.locked()]:
+            del self._media_locks[key]
+
     def _release_room(self, apt: str) -> None:
         """Everyone left: free the media room and the room's timers (a new join opens them again)."""
+        self._forget_locks(apt)
         h = self._window.pop(apt, None)
         if h is not None:
             h.cancel()

@@ -224,6 +224,9 @@ class Session:
         """Admitted: say who is here, then bring the participant into the media room."""
         room = await self.hub.store.get_room(self.appointment_id)
         apt = await self.hub.store.get_appointment(self.appointment_id)
+        me = room.member(self.participant_id) if room else None
+        if self.state is State.CLOSED or self.left or me is None or me.presence is not Presence.ADMITTED:
+            return  # removed, denied or closed while this was on its way: the store decided, not us
         members = room.members if room else ()
         others = [_person(m) for m in members
                   if m.presence is Presence.ADMITTED and m.participant_id != self.participant_id]

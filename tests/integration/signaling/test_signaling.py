@@ -376,3 +376,40 @@ async def test_the_provider_ends_the_session_for_everyone(ln):
     finally:
         await c.close()
         await pr.close()
+
+
+def _about(m: dict, pid: str) -> bool:
+    return m.get("participant_id") == pid or (m.get("participant") or {}).get("participant_id") == pid
+
+
+@pytest.mark.parametrize("order", [("admit", "remove"), ("remove", "admit")])
+async def test_admit_and_remove_back_to_back_leave_no_ghost(ln, order):
+    for i in range(6):  # a race: several rounds, each its own appointment
+        apt = f"race{i}"
+        await ln.setup_appointment(apt, provider="prov", clients=("cli",), waiting_room=True)
+        pr = await client(ln, apt, "prov")
+        c = await client(ln, apt, "cli")
+        try:
+            await pr.wait_for("joined")
+            await c.wait_for("waiting")
+            await pr.wait_for("participant_waiting")
+            for action in order:  # back to back, no wait in between
+                await pr.send({"type": action, "participant_id": "cli"})
+            assert (await c.wait_for("error"))["code"] == "removed"
+            assert await c.wait_closed() == p.CLOSE_CODES["removed"]
+            await wait_until(lambda: not ln.hub._tasks, 10, "effects settled")
+            await pr.send({"type": "ping"})
+            await pr.wait_for("pong", count=1)
+            room = (await ln.call("GET", f"/v1/rooms/{apt}"))[1]
+            assert [m["participant_id"] for m in room["participants"]] == ["prov"], room
+            assert not ln.node.media.has_participant(apt, "cli")
+            seen = [m["type"] for m in pr.messages
+                    if m["type"] in ("participant_joined", "participant_left") and _about(m, "cli")]
+            assert not seen or seen[-1] == "participant_left", seen
+            assert not (c.of_type("joined")), "a removed client was let into the room"
+            await pr.send({"type": "leave"})
+            await pr.wait_closed()
+            await wait_until(lambda a=apt: ln.node.media.worker_for(a) is None, 5, "media room released")
+        finally:
+            await c.close()
+            await pr.close()
