@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from control.domain.models import RoomMember
+from control.domain.models import Appointment, RoomMember
 
 log = logging.getLogger("telesfu.events")
 
@@ -26,6 +26,7 @@ class RoomEventType(StrEnum):
     LEFT = "left"  # a member left (or dropped for good)
     MUTED = "muted"  # a mute was asked for by the provider or the practice
     CLOSED = "closed"  # the session ended for everyone
+    APPOINTMENT_CHANGED = "appointment_changed"  # its times (or anything else) changed: re-arm timers
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +38,7 @@ class RoomEvent:
     reason: str = ""
     kind: str = ""  # for MUTED: "audio", "video" or "" for both
     muted: bool = True
+    appointment: Appointment | None = None  # for APPOINTMENT_CHANGED: the appointment as it is now
 
 
 Handler = Callable[[RoomEvent], None]

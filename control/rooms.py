@@ -24,6 +24,7 @@ from control.domain.admission import (
 )
 from control.domain.models import (
     Appointment,
+    AppointmentStatus,
     AuditEntry,
     Presence,
     Role,
@@ -339,6 +340,41 @@ class Rooms:
         await self.webhooks.emit("room.finished", {"appointment_id": appointment_id, "reason": reason})
         self.events.publish(RoomEvent(RoomEventType.CLOSED, appointment_id, reason=reason))
         return ActionResult.ENDED
+
+    async def appointment_changed(self, apt: Appointment) -> None:
+        """After every PUT of an appointment: a session it no longer allows ends now, with the reason.
+
+        Cancelled (or completed, no-show, no longer telehealth): ended with that status. Moved so that
+        now is outside its join window: ended (`rescheduled` when the window now opens later,
+        `window_closed` when it has closed). Clients taken off the roster are removed. Then the
+        room's timers are re-armed on the new times (an extension moves the session's end).
+        """
+        room = await self.store.get_room(apt.id)
+        if room is None or not room.is_open:
+            return
+        now = self.clock()
+        reason = ""
+        if not apt.telehealth:
+            reason = "not_telehealth"
+        elif apt.status is not AppointmentStatus.SCHEDULED:
+            reason = apt.status.value
+        elif now < self.window.opens_at(apt):
+            reason = "rescheduled"
+        elif now >= self.window.closes_at(apt):
+            reason = "window_closed"
+        if reason:
+            try:
+                await self.end(apt.id, Actor.api(), reason)
+            except ActionError:
+                pass  # closed meanwhile
+            return
+        for m in room.members:
+            if apt.role_of(m.participant_id) is None:  # taken off the roster mid-session
+                try:
+                    await self.remove(apt.id, m.participant_id, Actor.api(), "removed_from_roster")
+                except ActionError:
+                    pass  # left meanwhile
+        self.events.publish(RoomEvent(RoomEventType.APPOINTMENT_CHANGED, apt.id, appointment=apt))
 
     async def _finish_if_empty(self, appointment_id: str) -> None:
         now = self.clock()

@@ -17,7 +17,7 @@ from collections.abc import Awaitable
 from datetime import timedelta
 from typing import Any
 
-from control.domain.models import Presence, Role, format_time, utcnow
+from control.domain.models import Appointment, Presence, Role, format_time, utcnow
 from control.events import RoomEvent, RoomEventType
 from control.media import MediaError, MediaPlane
 from control.node import Node
@@ -239,6 +239,8 @@ class Hub:
             self._spawn(self._send_waiting_list(apt), "waiting list")
         elif t is RoomEventType.MUTED:
             self._spawn(self.media.set_muted(apt, pid, e.kind, e.muted, by="provider"), "mute")
+        elif t is RoomEventType.APPOINTMENT_CHANGED and e.appointment is not None:
+            self._set_window(e.appointment)  # extended, shortened or moved: the session ends on the new times
         elif t is RoomEventType.CLOSED:
             if e.reason == "empty":
                 self._release_room(apt)
@@ -308,10 +310,18 @@ class Hub:
         self._spawn(close_if_still_empty(), "release the media room")
 
     async def _arm_window(self, apt_id: str) -> None:
-        """End the session when its join window closes."""
+        """End the session when its join window closes (armed when the room's first session attaches)."""
         apt = await retrying(lambda: self.store.get_appointment(apt_id), "read appointment for its window")
-        if apt is None or apt_id in self._window:
-            return
+        if apt is None or apt_id in self._window or apt_id not in self._unsubscribe:
+            return  # gone, armed meanwhile (a change re-armed it with newer times), or no session left
+        self._set_window(apt)
+
+    def _set_window(self, apt: Appointment) -> None:
+        """(Re)arm the room's end at its join window's close, from the appointment as it is now."""
+        apt_id = apt.id
+        old = self._window.pop(apt_id, None)
+        if old is not None:
+            old.cancel()
         closes = apt.ends_at + timedelta(minutes=self.node.config.rooms.join_late_minutes)
         delay = max(0.0, (closes - utcnow()).total_seconds())
 

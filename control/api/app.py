@@ -16,7 +16,7 @@ from control.api import validation as v
 from control.api.openapi import openapi_document
 from control.api.validation import RequestError
 from control.domain.admission import Authority
-from control.domain.models import Appointment, AppointmentStatus, Role, Room, format_time, utcnow
+from control.domain.models import Role, Room, format_time, utcnow
 from control.node import Node
 from control.rooms import ActionError, Actor
 from control.store.base import StoreError
@@ -174,27 +174,8 @@ async def put_appointment(request: web.Request) -> web.Response:
                            409)
     prev = await node.store.put_appointment(apt)
     await node.reminders.appointment_changed(apt)
-    await _close_if_no_longer_joinable(node, apt)
+    await node.rooms.appointment_changed(apt)
     return web.json_response(apt.to_json(), status=200 if prev else 201)
-
-
-async def _close_if_no_longer_joinable(node: Node, apt: Appointment) -> None:
-    if apt.telehealth and apt.status is AppointmentStatus.SCHEDULED:
-        room = await node.store.get_room(apt.id)
-        for m in room.members if room is not None and room.is_open else ():
-            if apt.role_of(m.participant_id) is None:  # taken off the roster mid-session
-                try:
-                    await node.rooms.remove(apt.id, m.participant_id, Actor.api(), "removed_from_roster")
-                except ActionError:
-                    pass  # left meanwhile
-        return
-    room = await node.store.get_room(apt.id)
-    if room is not None and room.is_open:
-        reason = apt.status.value if apt.status is not AppointmentStatus.SCHEDULED else "not_telehealth"
-        try:
-            await node.rooms.end(apt.id, Actor.api(), reason)
-        except ActionError:
-            pass  # closed meanwhile
 
 
 async def get_appointment(request: web.Request) -> web.Response:

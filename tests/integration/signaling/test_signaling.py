@@ -413,3 +413,66 @@ async def test_admit_and_remove_back_to_back_leave_no_ghost(ln, order):
         finally:
             await c.close()
             await pr.close()
+
+
+async def _put_times(ln, apt: str, starts_at, ends_at, status: str = "scheduled") -> None:
+    body = (await ln.call("GET", f"/v1/appointments/{apt}"))[1]
+    body = {k: body[k] for k in ("provider_id", "client_ids", "telehealth")}
+    body.update(starts_at=starts_at.isoformat(), ends_at=ends_at.isoformat(), status=status)
+    s, out = await ln.call("PUT", f"/v1/appointments/{apt}", body)
+    assert s == 200, out
+
+
+def _window_in(ln, apt: str) -> float:
+    """Seconds until the hub ends the room at its join window's close."""
+    return ln.hub._window[apt].when() - asyncio.get_running_loop().time()
+
+
+async def test_an_appointment_changed_during_its_session_moves_or_ends_the_session():
+    # join_late_minutes = 0: the join window closes at ends_at, so times a few seconds from now work
+    async with media_node(media_config(rooms={"join_late_minutes": 0})) as ln:
+        pr, c = await joined_pair(ln)
+        try:
+            await wait_until(lambda: "a1" in ln.hub._window, 5, "window armed")
+            assert _window_in(ln, "a1") > 2000  # 50 minutes
+            now = utcnow().replace(microsecond=0)
+            start = now - timedelta(minutes=40)
+            await _put_times(ln, "a1", start, now + timedelta(seconds=3))  # now ends in 3 s
+            assert _window_in(ln, "a1") < 4
+            # extended by an hour: the session's end moves with it
+            await _put_times(ln, "a1", start, now + timedelta(hours=1))
+            assert _window_in(ln, "a1") > 3000
+            await wait_until(lambda: utcnow() > now + timedelta(seconds=4), 6, "past the old end")
+            assert not c.of_type("room_closed") and not pr.of_type("room_closed")
+            await c.ws.close()  # a drop and a rejoin after the old end are fine
+            c = await client(ln, "a1", "cli")
+            await c.wait_for("joined")
+            # shortened to end in a second: the session ends then, for everyone
+            await _put_times(ln, "a1", start, utcnow().replace(microsecond=0) + timedelta(seconds=2))
+            for x in (pr, c):
+                assert (await x.wait_for("room_closed", timeout=6))["reason"] == "window_closed"
+        finally:
+            await c.close()
+            await pr.close()
+
+
+@pytest.mark.parametrize("change,reason", [("cancel", "cancelled"), ("reschedule", "rescheduled"),
+                                           ("end_earlier", "window_closed")])
+async def test_an_appointment_cancelled_or_moved_away_during_its_session_ends_it_now(change, reason):
+    async with media_node(media_config(rooms={"join_late_minutes": 0})) as ln:
+        pr, c = await joined_pair(ln)
+        try:
+            start = utcnow().replace(microsecond=0) - timedelta(minutes=5)
+            if change == "cancel":
+                await _put_times(ln, "a1", start, start + timedelta(minutes=50), status="cancelled")
+            elif change == "reschedule":  # to tomorrow
+                await _put_times(ln, "a1", start + timedelta(days=1), start + timedelta(days=1, minutes=50))
+            else:  # its end moved to a minute ago
+                await _put_times(ln, "a1", start - timedelta(minutes=10), start + timedelta(minutes=4))
+            for x in (pr, c):
+                assert (await x.wait_for("room_closed", timeout=5))["reason"] == reason
+                assert await x.wait_closed() == p.CLOSE_LEFT
+            assert "a1" not in ln.hub._window
+        finally:
+            await c.close()
+            await pr.close()
