@@ -393,6 +393,10 @@ def bench_config(store_url: str) -> Config:
     cfg.tokens.keys = {"bench": secrets.token_hex(24)}
     cfg.http.port = 0
     cfg.store.url = store_url
+    # the admission bench rejoins the same few participants as fast as it can: measure admission,
+    # not the per-participant churn limit (rooms.join_burst)
+    cfg.rooms.join_burst = 1000
+    cfg.rooms.join_rate_per_second = 100.0
     return cfg.check()
 
 

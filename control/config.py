@@ -93,8 +93,11 @@ class WebhooksConfig:
     max_attempts: int = 12
     backoff_base_seconds: float = 1.0
     backoff_max_seconds: float = 600.0
+    max_queue: int = 100_000  # events waiting for delivery; past it, presence events are dropped (counted)
 
     def check(self) -> None:
+        if self.max_queue < 100:
+            raise ConfigError("webhooks.max_queue", "must be at least 100")
         if self.url:
             if urlparse(self.url).scheme not in ("http", "https"):
                 raise ConfigError("webhooks.url", "must be an http:// or https:// URL")
@@ -147,8 +150,22 @@ class RoomsConfig:
     join_late_minutes: int = 30
     reminder_lead_minutes: int = 30
     max_participants: int = 16
+    # joins per participant (token bucket, per node): a burst, then one every 1/rate seconds
+    join_burst: int = 10
+    join_rate_per_second: float = 0.5
+    # refused joins per source address (token bucket, per node); past it: rate_limited
+    refused_joins_burst_per_source: int = 30
+    refused_joins_per_second_per_source: float = 1.0
 
     def check(self) -> None:
+        if not 1 <= self.join_burst <= 1000:
+            raise ConfigError("rooms.join_burst", "must be between 1 and 1000")
+        if not 0 < self.join_rate_per_second <= 100:
+            raise ConfigError("rooms.join_rate_per_second", "must be above 0 and at most 100")
+        if not 1 <= self.refused_joins_burst_per_source <= 10000:
+            raise ConfigError("rooms.refused_joins_burst_per_source", "must be between 1 and 10000")
+        if not 0 < self.refused_joins_per_second_per_source <= 1000:
+            raise ConfigError("rooms.refused_joins_per_second_per_source", "must be above 0 and at most 1000")
         for name in ("join_early_minutes", "join_late_minutes"):
             if not 0 <= getattr(self, name) <= 24 * 60:
                 raise ConfigError(f"rooms.{name}", "must be between 0 and 1440")
@@ -156,6 +173,26 @@ class RoomsConfig:
             raise ConfigError("rooms.reminder_lead_minutes", "must be between 1 and 1440")
         if not 2 <= self.max_participants <= 100:
             raise ConfigError("rooms.max_participants", "must be between 2 and 100")
+
+
+@dataclass(slots=True)
+class AuditConfig:
+    # entries older than this are dropped, on both stores (0: keep forever). Six years by default,
+    # the retention HIPAA asks of documentation; set what your practice's policy says.
+    retention_days: int = 2190
+    # a refusal repeating the same one (participant, code) within this long of its last time is
+    # folded into it (count, last_at) instead of appended
+    aggregate_seconds: int = 3600
+    # newest entries kept per appointment, per class (decisions; refusals), whatever their age
+    max_entries: int = 10_000
+
+    def check(self) -> None:
+        if not 0 <= self.retention_days <= 36500:
+            raise ConfigError("audit.retention_days", "must be between 0 (keep) and 36500")
+        if not 0 <= self.aggregate_seconds <= 30 * 86400:
+            raise ConfigError("audit.aggregate_seconds", "must be between 0 and 2592000")
+        if not 100 <= self.max_entries <= 1_000_000:
+            raise ConfigError("audit.max_entries", "must be between 100 and 1000000")
 
 
 @dataclass(slots=True)
@@ -167,6 +204,7 @@ class Config:
     webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     media: MediaConfig = field(default_factory=MediaConfig)
     rooms: RoomsConfig = field(default_factory=RoomsConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
 
     def check(self) -> Config:
         for f in dataclasses.fields(self):

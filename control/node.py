@@ -6,6 +6,7 @@ import asyncio
 import logging
 import secrets
 import socket
+import time
 
 from control.background import Background
 from control.config import Config
@@ -34,7 +35,7 @@ class Node:
         self.events = RoomEvents()
         self.webhooks = Webhooks(config.webhooks, self.store, self.metrics)
         self.rooms = Rooms(self.store, self.tokens, self.webhooks, self.events, self.metrics, config.rooms,
-                           self.node_id)
+                           self.node_id, audit=config.audit)
         self.reminders = Reminders(self.store, self.webhooks, self.metrics, config.rooms.reminder_lead_minutes)
         self._gauges = Background("gauges", self._refresh_gauges)
         self.started = False
@@ -79,10 +80,24 @@ class Node:
         self.metrics.admitted_participants.set(sum(len(r.admitted) for r in rooms))
         self.metrics.webhook_queue.set(await self.store.webhook_queue_depth())
 
+    async def prune_audit(self) -> int:
+        """Drop audit entries past `audit.retention_days` on every appointment (0: keep)."""
+        days = self.config.audit.retention_days
+        if not days:
+            return 0
+        return await self.store.prune_audit(time.time() - days * 86400.0)
+
     async def _refresh_gauges(self) -> None:
+        next_prune = 0.0
         while True:
             try:
                 await self.refresh_gauges()
+                if time.monotonic() >= next_prune:
+                    next_prune = time.monotonic() + 3600
+                    dropped = await self.prune_audit()
+                    if dropped:
+                        log.info("audit: dropped %d entries past the retention of %d days", dropped,
+                                 self.config.audit.retention_days)
             except Exception:
-                log.warning("could not refresh gauges", exc_info=True)
+                log.warning("could not refresh gauges or prune the audit log", exc_info=True)
             await asyncio.sleep(5)

@@ -7,12 +7,13 @@ applies atomically, then the effects follow (audit entry, metrics, webhooks, roo
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from control.config import RoomsConfig
+from control.config import AuditConfig, RoomsConfig
 from control.domain.admission import (
     Authority,
     Code,
@@ -35,7 +36,8 @@ from control.domain.models import (
 )
 from control.events import RoomEvent, RoomEvents, RoomEventType
 from control.metrics import Metrics
-from control.store.base import Store, StoreError
+from control.ratelimit import KeyedBuckets
+from control.store.base import AuditPolicy, Store, StoreError
 from control.store.retry import BACKGROUND, retrying
 from control.tokens import TokenService
 from control.webhooks import Webhooks
@@ -43,6 +45,7 @@ from control.webhooks import Webhooks
 log = logging.getLogger("telesfu.rooms")
 
 API_ACTOR = "api"
+_LIMITED_AUDIT_SECONDS = 10.0
 
 
 class ActionError(Exception):
@@ -92,7 +95,8 @@ class JoinResult:
 class Rooms:
     def __init__(self, store: Store, tokens: TokenService, webhooks: Webhooks, events: RoomEvents,
                  metrics: Metrics, config: RoomsConfig, node_id: str,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow, audit: AuditConfig | None = None,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.tokens = tokens
         self.webhooks = webhooks
@@ -103,15 +107,30 @@ class Rooms:
         self.clock = clock
         self.window = JoinWindow(timedelta(minutes=config.join_early_minutes),
                                  timedelta(minutes=config.join_late_minutes))
+        a = audit or AuditConfig()
+        self.audit_policy = AuditPolicy(retention_seconds=a.retention_days * 86400.0,
+                                        aggregate_seconds=float(a.aggregate_seconds), max_entries=a.max_entries)
+        self.monotonic = monotonic
+        # joins per (appointment, participant); refused joins per source address; and at most one
+        # audit write per participant every _LIMITED_AUDIT_SECONDS for the joins the first refuses
+        self._joins = KeyedBuckets(config.join_rate_per_second, config.join_burst)
+        self._refusals_by_source = KeyedBuckets(config.refused_joins_per_second_per_source,
+                                                config.refused_joins_burst_per_source)
+        self._limited_audit = KeyedBuckets(1 / _LIMITED_AUDIT_SECONDS, 1)
 
     # -- join ---------------------------------------------------------------------------------
 
-    async def join(self, token: str) -> JoinResult:
+    async def join(self, token: str, source: str = "") -> JoinResult:
+        """Admit (or refuse) a join. `source`: the connection's address, for rate limiting only."""
         now = self.clock()
+        if source and self._refusals_by_source.empty(source, self.monotonic()):
+            return await self._refused(Decision(Code.RATE_LIMITED), None, None, None)
         checked = self.tokens.check(token, now.timestamp())
         if isinstance(checked, Code):
-            return await self._refused(Decision(checked), None, None, None)
+            return await self._refused(Decision(checked), None, None, None, source)
         claims = checked
+        if not self._joins.take(f"{claims.apt}\n{claims.sub}", self.monotonic()):
+            return await self._refused(Decision(Code.RATE_LIMITED), claims, None, None, source)
         apt, client = await self.store.get_many(claims.apt, claims.sub)
         provider = await self.store.get_provider(apt.provider_id) if apt else None
         if claims.role is not Role.CLIENT:
@@ -165,12 +184,18 @@ class Rooms:
         return "The time for this telehealth appointment has passed."
 
     async def _refused(self, decision: Decision, claims: JoinClaims | None, apt: Appointment | None,
-                       room: Room | None) -> JoinResult:
+                       room: Room | None, source: str = "") -> JoinResult:
         self.metrics.admissions.labels(decision.code.value).inc()
+        if source:
+            self._refusals_by_source.spend(source, self.monotonic())
         apt_id = apt.id if apt else (claims.apt if claims else "")
-        if apt_id:  # an unverifiable token names no appointment we could file it under
+        audited = bool(apt_id)  # an unverifiable token names no appointment we could file it under
+        if audited and decision.code is Code.RATE_LIMITED and claims is not None:
+            # a flood is not worth a store write per attempt: the metric counts every one
+            audited = self._limited_audit.take(f"{apt_id}\n{claims.sub}", self.monotonic())
+        if audited:
             await self._audit(apt_id, "join", claims.sub if claims else "", claims.sub if claims else "",
-                              decision.code.value)
+                              decision.code.value, refusal=True)
         message = decision.message
         if decision.code is Code.OUTSIDE_JOIN_WINDOW and apt is not None:
             message = self.window_message(apt, self.clock())
@@ -183,7 +208,7 @@ class Rooms:
         if apt is None:
             raise ActionError("appointment_not_found", "no such appointment", 404)
         if not may_manage(actor.id, actor.role, actor.authority, apt):
-            await self._audit(appointment_id, action, actor.id, "", "forbidden")
+            await self._audit(appointment_id, action, actor.id, "", "forbidden", refusal=True)
             self.metrics.waiting_actions.labels(action, "forbidden").inc()
             raise ActionError("forbidden", f"only the appointment's provider may {action}", 403)
         return apt
@@ -391,14 +416,17 @@ class Rooms:
     # -- helpers --------------------------------------------------------------------------------
 
     async def _audit(self, appointment_id: str, action: str, actor_id: str, subject_id: str, code: str,
-                     durable: bool = False) -> None:
-        """Write an audit entry; `durable` ones (background paths) ride out a store outage."""
+                     durable: bool = False, refusal: bool = False) -> None:
+        """Write an audit entry. Refusals are their own class (folded when repeated); `durable`
+        ones (background paths) ride out a store outage."""
         entry = AuditEntry(self.clock(), appointment_id, action, actor_id, subject_id, code)
+        policy = self.audit_policy
         if not durable:
-            await self.store.append_audit(entry)
+            await self.store.append_audit(entry, refusal, policy)
             return
         try:
-            await retrying(lambda: self.store.append_audit(entry), f"audit {appointment_id}", BACKGROUND)
+            await retrying(lambda: self.store.append_audit(entry, refusal, policy), f"audit {appointment_id}",
+                           BACKGROUND)
         except StoreError:
             log.error("audit entry lost after retries: %s %s %s %s", appointment_id, action, subject_id, code)
 

@@ -31,7 +31,7 @@ async def rtc(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     hub.metrics.signaling_connections.inc()
     try:
-        await Session(hub, ws).run()
+        await Session(hub, ws, request.remote or "").run()
     finally:
         hub.metrics.signaling_connections.dec()
     return ws

@@ -40,9 +40,10 @@ class State(StrEnum):
 
 
 class Session:
-    def __init__(self, hub: Hub, ws: web.WebSocketResponse) -> None:
+    def __init__(self, hub: Hub, ws: web.WebSocketResponse, source: str = "") -> None:
         self.hub = hub
         self.ws = ws
+        self.source = source  # the peer's address: rate limits only, never logged or labelled
         self.state = State.NEW
         self.appointment_id = ""
         self.participant_id = ""
@@ -200,7 +201,7 @@ class Session:
 
     async def _join(self, token: str) -> None:
         self.joined_at = time.monotonic()
-        result = await self.hub.rooms.join(token)
+        result = await self.hub.rooms.join(token, source=self.source)
         code = result.code
         self.hub.metrics.joins.labels("refused" if result.decision.refused else code.value).inc()
         if result.decision.refused:

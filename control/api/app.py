@@ -270,8 +270,16 @@ async def get_audit(request: web.Request) -> web.Response:
     limit_s = request.query.get("limit", "1000")
     if not limit_s.isdigit() or not 1 <= int(limit_s) <= 10000:
         raise RequestError("invalid_parameter", "limit must be an integer from 1 to 10000")
-    entries = await request.app[NODE].store.list_audit(apt_id, int(limit_s))
-    return web.json_response({"entries": [e.to_json() for e in entries]})
+    after_s = request.query.get("after", "")
+    if after_s and (not after_s.isdigit() or len(after_s) > 18):
+        raise RequestError("invalid_parameter", "after must be an entry id (a decimal integer)")
+    after = int(after_s) if after_s else None
+    limit = int(limit_s)
+    entries = await request.app[NODE].store.list_audit(apt_id, limit, after)
+    body: dict[str, Any] = {"entries": [e.to_json() for e in entries]}
+    if after is not None:
+        body["next_after"] = entries[-1].id if len(entries) == limit else None  # None: nothing more yet
+    return web.json_response(body)
 
 
 async def healthz(request: web.Request) -> web.Response:

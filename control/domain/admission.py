@@ -26,6 +26,7 @@ class Code(StrEnum):
     # refusals, in the order they are checked
     TOKEN_INVALID = "token_invalid"
     TOKEN_EXPIRED = "token_expired"
+    RATE_LIMITED = "rate_limited"  # too many joins by this participant, or refused joins from this source
     APPOINTMENT_NOT_FOUND = "appointment_not_found"
     NOT_TELEHEALTH = "not_telehealth"
     APPOINTMENT_CANCELLED = "appointment_cancelled"
@@ -43,7 +44,8 @@ class Code(StrEnum):
     ADMITTED = "admitted"
 
 
-REFUSALS: tuple[Code, ...] = tuple(c for c in Code if c not in (Code.WAITING, Code.ADMITTED))
+# what `decide` can refuse with (RATE_LIMITED is the rooms service's, before it asks `decide`)
+REFUSALS: tuple[Code, ...] = tuple(c for c in Code if c not in (Code.WAITING, Code.ADMITTED, Code.RATE_LIMITED))
 
 _STATUS_CODES = {
     AppointmentStatus.CANCELLED: Code.APPOINTMENT_CANCELLED,
@@ -55,6 +57,7 @@ _STATUS_CODES = {
 MESSAGES: dict[Code, str] = {
     Code.TOKEN_INVALID: "This join link is not valid. Please open it again from your portal.",
     Code.TOKEN_EXPIRED: "This join link has expired. Please open it again from your portal.",
+    Code.RATE_LIMITED: "Too many attempts to join. Please wait a minute and open your join link again.",
     Code.APPOINTMENT_NOT_FOUND: "This appointment could not be found.",
     Code.NOT_TELEHEALTH: "This appointment is not a telehealth appointment.",
     Code.APPOINTMENT_CANCELLED: "This appointment was cancelled.",

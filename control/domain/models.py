@@ -216,16 +216,24 @@ class AuditEntry:
     subject_id: str
     code: str  # the decision code ("admitted", "waiting", "room_full", ...)
     id: str = field(default="")
+    count: int = 1  # a refusal repeated within the aggregation window: how many times
+    last_at: datetime | None = None  # and when the last repeat was (None: no repeat)
+
+    @property
+    def latest(self) -> datetime:
+        return self.last_at or self.at
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "at": format_time(self.at), "appointment_id": self.appointment_id,
                 "action": self.action, "actor_id": self.actor_id, "subject_id": self.subject_id,
-                "code": self.code}
+                "code": self.code, "count": self.count,
+                "last_at": format_time(self.last_at) if self.last_at else None}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> AuditEntry:
         return cls(parse_time(d["at"]), d["appointment_id"], d["action"], d["actor_id"], d["subject_id"],
-                   d["code"], d.get("id", ""))
+                   d["code"], d.get("id", ""), int(d.get("count", 1)),
+                   parse_time(d["last_at"]) if d.get("last_at") else None)
 
 
 def _with(items: tuple[str, ...], item: str) -> tuple[str, ...]:

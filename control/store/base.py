@@ -46,6 +46,27 @@ class PendingWebhook:
     attempts: int  # delivery attempts made before this one
 
 
+@dataclass(frozen=True, slots=True)
+class AuditPolicy:
+    """How an appointment's audit log is kept (config section [audit]).
+
+    Two retention classes: decisions (admissions, waiting, staff actions, leaves, ends) and
+    refusals (refused joins, actions a participant was not allowed). Each keeps its own newest
+    `max_entries`, so no flood of refusals can push a decision out. A refusal repeating an
+    earlier one (same action, actor, subject and code) within `aggregate_seconds` of its last
+    time is folded into it (`count`, `last_at`) instead of appended. Entries whose latest time
+    is more than `retention_seconds` older than the newest append are dropped (0: keep).
+    """
+
+    retention_seconds: float = 0.0
+    aggregate_seconds: float = 3600.0
+    max_entries: int = 10_000
+
+
+DEFAULT_AUDIT = AuditPolicy()
+AGGREGATE_LOOKBACK = 8  # how many of the newest refusals a new one is compared with
+
+
 class StoreError(Exception):
     """The backend failed (connection lost, too much contention)."""
 
@@ -74,9 +95,13 @@ class Store(Protocol):
     async def update_room(self, appointment_id: str, fn: RoomUpdate[T]) -> T: ...
     async def list_open_rooms(self) -> list[Room]: ...
 
-    # audit log, newest last
-    async def append_audit(self, entry: AuditEntry) -> AuditEntry: ...
-    async def list_audit(self, appointment_id: str, limit: int = 1000) -> list[AuditEntry]: ...
+    # audit log, oldest first; ids increase with each new entry (a folded repeat keeps its id)
+    async def append_audit(self, entry: AuditEntry, refusal: bool = False,
+                           policy: AuditPolicy = DEFAULT_AUDIT) -> AuditEntry: ...
+    async def list_audit(self, appointment_id: str, limit: int = 1000, after: int | None = None) -> list[AuditEntry]:
+        """The newest `limit` entries; with `after` (an id), the first `limit` entries after it."""
+    async def prune_audit(self, before: float) -> int:
+        """Drop entries of every appointment whose latest time is before `before` (unix); how many."""
 
     # webhook queue: at-least-once, leased while a delivery is under way
     async def enqueue_webhook(self, event: WebhookEvent, due: float) -> None: ...

@@ -8,9 +8,15 @@ from collections import defaultdict
 from dataclasses import replace
 
 from control.domain.models import Appointment, AuditEntry, Client, Provider, Room
-from control.store.base import PendingWebhook, RoomUpdate, T, WebhookEvent
-
-_AUDIT_PER_APPOINTMENT = 10_000
+from control.store.base import (
+    AGGREGATE_LOOKBACK,
+    DEFAULT_AUDIT,
+    AuditPolicy,
+    PendingWebhook,
+    RoomUpdate,
+    T,
+    WebhookEvent,
+)
 
 
 class MemoryStore:
@@ -21,7 +27,8 @@ class MemoryStore:
         self._clients: dict[str, Client] = {}
         self._appointments: dict[str, Appointment] = {}
         self._rooms: dict[str, Room] = {}
-        self._audit: dict[str, list[AuditEntry]] = defaultdict(list)
+        # (appointment id, refusal?) -> entries, oldest first
+        self._audit: dict[tuple[str, bool], list[AuditEntry]] = defaultdict(list)
         self._audit_seq = 0
         self._webhooks: dict[str, tuple[WebhookEvent, float, int]] = {}  # id -> (event, due, attempts)
         self._dead: list[WebhookEvent] = []
@@ -79,17 +86,42 @@ class MemoryStore:
     async def list_open_rooms(self) -> list[Room]:
         return [r for r in self._rooms.values() if r.is_open]
 
-    async def append_audit(self, entry: AuditEntry) -> AuditEntry:
+    async def append_audit(self, entry: AuditEntry, refusal: bool = False,
+                           policy: AuditPolicy = DEFAULT_AUDIT) -> AuditEntry:
+        log = self._audit[(entry.appointment_id, refusal)]
+        if refusal:
+            for i in range(len(log) - 1, max(-1, len(log) - 1 - AGGREGATE_LOOKBACK), -1):
+                e = log[i]
+                if (e.action, e.actor_id, e.subject_id, e.code) == (entry.action, entry.actor_id, entry.subject_id,
+                                                                    entry.code) \
+                        and (entry.at - e.latest).total_seconds() <= policy.aggregate_seconds:
+                    log[i] = replace(e, count=e.count + 1, last_at=entry.at)
+                    return log[i]
         self._audit_seq += 1
         entry = replace(entry, id=str(self._audit_seq))
-        log = self._audit[entry.appointment_id]
         log.append(entry)
-        if len(log) > _AUDIT_PER_APPOINTMENT:
-            del log[: len(log) - _AUDIT_PER_APPOINTMENT]
+        if len(log) > policy.max_entries:
+            del log[: len(log) - policy.max_entries]
+        if policy.retention_seconds:
+            cutoff = entry.at.timestamp() - policy.retention_seconds
+            for key in ((entry.appointment_id, False), (entry.appointment_id, True)):
+                _drop_head(self._audit.get(key, []), cutoff)
         return entry
 
-    async def list_audit(self, appointment_id: str, limit: int = 1000) -> list[AuditEntry]:
-        return self._audit.get(appointment_id, [])[-limit:]
+    async def list_audit(self, appointment_id: str, limit: int = 1000, after: int | None = None) -> list[AuditEntry]:
+        entries = sorted([*self._audit.get((appointment_id, False), []), *self._audit.get((appointment_id, True), [])],
+                         key=lambda e: int(e.id))
+        if after is not None:
+            return [e for e in entries if int(e.id) > after][:limit]
+        return entries[-limit:]
+
+    async def prune_audit(self, before: float) -> int:
+        dropped = 0
+        for key in list(self._audit):
+            dropped += _drop_older(self._audit[key], before)
+            if not self._audit[key]:
+                del self._audit[key]
+        return dropped
 
     async def enqueue_webhook(self, event: WebhookEvent, due: float) -> None:
         self._webhooks[event.id] = (event, due, 0)
@@ -142,3 +174,21 @@ class MemoryStore:
             return False
         self._once[key] = t + ttl_seconds
         return True
+
+
+def _drop_older(log: list[AuditEntry], before: float) -> int:
+    """Drop the entries whose latest time is before `before`; returns how many."""
+    keep = [e for e in log if e.latest.timestamp() >= before]
+    dropped = len(log) - len(keep)
+    if dropped:
+        log[:] = keep
+    return dropped
+
+
+def _drop_head(log: list[AuditEntry], before: float) -> None:
+    """Drop the oldest entries while they are older than `before` (entries are in time order)."""
+    i = 0
+    while i < len(log) and log[i].latest.timestamp() < before:
+        i += 1
+    if i:
+        del log[:i]

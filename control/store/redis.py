@@ -10,16 +10,23 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from dataclasses import replace
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from control.domain.models import Appointment, AuditEntry, Client, Provider, Room
-from control.store.base import PendingWebhook, RoomUpdate, StoreError, T, WebhookEvent
+from control.store.base import (
+    AGGREGATE_LOOKBACK,
+    DEFAULT_AUDIT,
+    AuditPolicy,
+    PendingWebhook,
+    RoomUpdate,
+    StoreError,
+    T,
+    WebhookEvent,
+)
 
-_AUDIT_PER_APPOINTMENT = 10_000
 _ROOM_TTL_SECONDS = 7 * 24 * 3600  # a room's record outlives its session for a week
 _MAX_TX_RETRIES = 64
 
@@ -62,14 +69,69 @@ if ARGV[5] == '1' then redis.call('SADD', KEYS[2], ARGV[4]) else redis.call('SRE
 return 1
 """
 
-# Append an audit entry with the next id: KEYS seq, list; ARGV entry JSON, max length.
+# Append an audit entry: KEYS seq, the entry's list (decisions or refusals), the other list;
+# ARGV entry JSON (with numeric "ts" = "lts" = its time), max entries, "1" for a refusal,
+# aggregate seconds, retention cutoff (unix; "" = keep all), key TTL seconds ("" = none),
+# lookback. A refusal matching one of the newest `lookback` refusals within the window is
+# folded into it (count, last_at). Returns the stored entry's JSON.
 _AUDIT = """
-local id = redis.call('INCR', KEYS[1])
 local entry = cjson.decode(ARGV[1])
-entry['id'] = tostring(id)
-redis.call('RPUSH', KEYS[2], cjson.encode(entry))
-redis.call('LTRIM', KEYS[2], -tonumber(ARGV[2]), -1)
-return id
+local list = KEYS[2]
+local out
+if ARGV[3] == '1' then
+  local n = redis.call('LLEN', list)
+  for i = n - 1, math.max(0, n - tonumber(ARGV[7])), -1 do
+    local e = cjson.decode(redis.call('LINDEX', list, i))
+    if e['action'] == entry['action'] and e['actor_id'] == entry['actor_id'] and
+       e['subject_id'] == entry['subject_id'] and e['code'] == entry['code'] and
+       tonumber(entry['ts']) - (tonumber(e['lts']) or 0) <= tonumber(ARGV[4]) then
+      e['count'] = (tonumber(e['count']) or 1) + 1
+      e['last_at'] = entry['at']
+      e['lts'] = entry['ts']
+      out = cjson.encode(e)
+      redis.call('LSET', list, i, out)
+      break
+    end
+  end
+end
+if not out then
+  entry['id'] = tostring(redis.call('INCR', KEYS[1]))
+  out = cjson.encode(entry)
+  redis.call('RPUSH', list, out)
+  redis.call('LTRIM', list, -tonumber(ARGV[2]), -1)
+end
+if ARGV[5] ~= '' then
+  local cutoff = tonumber(ARGV[5])
+  for _, key in ipairs({KEYS[2], KEYS[3]}) do
+    for _ = 1, 1000 do
+      local head = redis.call('LINDEX', key, 0)
+      if not head or (tonumber(cjson.decode(head)['lts']) or cutoff) >= cutoff then break end
+      redis.call('LPOP', key)
+    end
+  end
+end
+if ARGV[6] ~= '' then
+  redis.call('EXPIRE', KEYS[2], tonumber(ARGV[6]))
+end
+return out
+"""
+
+# Drop the entries of one list whose latest time is before ARGV[1]; returns how many.
+_PRUNE_AUDIT = """
+local before = tonumber(ARGV[1])
+local kept = {}
+local values = redis.call('LRANGE', KEYS[1], 0, -1)
+for _, v in ipairs(values) do
+  if (tonumber(cjson.decode(v)['lts']) or before) >= before then table.insert(kept, v) end
+end
+local dropped = #values - #kept
+if dropped > 0 then
+  redis.call('DEL', KEYS[1])
+  for i = 1, #kept, 1000 do
+    redis.call('RPUSH', KEYS[1], unpack(kept, i, math.min(i + 999, #kept)))
+  end
+end
+return dropped
 """
 
 
@@ -83,6 +145,7 @@ class RedisStore:
         self._finish_reminder = client.register_script(_FINISH_REMINDER)
         self._room_cas = client.register_script(_ROOM_CAS)
         self._audit = client.register_script(_AUDIT)
+        self._prune_audit = client.register_script(_PRUNE_AUDIT)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "telesfu:") -> RedisStore:
@@ -176,14 +239,41 @@ class RedisStore:
         rooms = [Room.from_json(_load(v)) for v in values if v]
         return [r for r in rooms if r.is_open]
 
-    async def append_audit(self, entry: AuditEntry) -> AuditEntry:
-        seq = await self._run(self._audit(keys=[self._k("audit", "seq"), self._k("audit", entry.appointment_id)],
-                                          args=[_dump(entry.to_json()), _AUDIT_PER_APPOINTMENT]))
-        return replace(entry, id=str(seq))
+    def _audit_keys(self, appointment_id: str) -> tuple[str, str]:
+        """(decisions, refusals): two lists, so refusals never push a decision out."""
+        return self._k("audit", appointment_id), self._k("audit-refused", appointment_id)
 
-    async def list_audit(self, appointment_id: str, limit: int = 1000) -> list[AuditEntry]:
-        values = await self._run(self._r.lrange(self._k("audit", appointment_id), -limit, -1))
-        return [AuditEntry.from_json(_load(v)) for v in values]
+    async def append_audit(self, entry: AuditEntry, refusal: bool = False,
+                           policy: AuditPolicy = DEFAULT_AUDIT) -> AuditEntry:
+        decisions, refusals = self._audit_keys(entry.appointment_id)
+        ts = entry.at.timestamp()
+        stored = {**entry.to_json(), "ts": ts, "lts": ts}
+        retention = policy.retention_seconds
+        raw = await self._run(self._audit(
+            keys=[self._k("audit", "seq"), *((refusals, decisions) if refusal else (decisions, refusals))],
+            args=[_dump(stored), policy.max_entries, "1" if refusal else "0", policy.aggregate_seconds,
+                  repr(ts - retention) if retention else "", int(retention) + 86400 if retention else "",
+                  AGGREGATE_LOOKBACK]))
+        return AuditEntry.from_json(_load(raw))
+
+    async def list_audit(self, appointment_id: str, limit: int = 1000, after: int | None = None) -> list[AuditEntry]:
+        async with self._r.pipeline(transaction=False) as pipe:
+            for key in self._audit_keys(appointment_id):
+                pipe.lrange(key, 0, -1)
+            lists = await self._run(pipe.execute())
+        entries = sorted((AuditEntry.from_json(_load(v)) for values in lists for v in values), key=lambda e: int(e.id))
+        if after is not None:
+            return [e for e in entries if int(e.id) > after][:limit]
+        return entries[-limit:]
+
+    async def prune_audit(self, before: float) -> int:
+        dropped = 0
+        seq = self._k("audit", "seq")
+        for pattern in (self._k("audit", "*"), self._k("audit-refused", "*")):
+            async for key in self._r.scan_iter(match=pattern, count=500, _type="list"):
+                if key != seq:
+                    dropped += int(await self._run(self._prune_audit(keys=[key], args=[repr(before)])))
+        return dropped
 
     async def enqueue_webhook(self, event: WebhookEvent, due: float) -> None:
         async with self._r.pipeline(transaction=True) as pipe:

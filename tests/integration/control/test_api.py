@@ -217,6 +217,29 @@ async def test_audit_parameters(live):
     assert s == 400 and b["error"]["code"] == "missing_parameter"
     s, b = await live.call("GET", "/v1/audit?appointment_id=a1&limit=0")
     assert s == 400 and b["error"]["code"] == "invalid_parameter"
+    s, b = await live.call("GET", "/v1/audit?appointment_id=a1&after=x")
+    assert s == 400 and b["error"]["code"] == "invalid_parameter"
+
+
+async def test_a_practice_exports_the_audit_log_page_by_page(live):
+    await live.setup_appointment("a1", provider="prov", clients=("c1", "c2", "c3"))
+    for pid in ("prov", "c1", "c2", "c3"):
+        await live.node.rooms.join(await live.token("a1", pid))
+    for pid in ("c1", "c2", "c3"):
+        await live.node.rooms.leave("a1", pid)
+    exported, after = [], "0"
+    for _ in range(10):  # bounded: 7 entries, 3 a page
+        s, b = await live.call("GET", f"/v1/audit?appointment_id=a1&after={after}&limit=3")
+        assert s == 200
+        exported += b["entries"]
+        if b["next_after"] is None:
+            break
+        after = b["next_after"]
+    assert [(e["action"], e["subject_id"]) for e in exported] == [
+        ("join", "prov"), ("join", "c1"), ("join", "c2"), ("join", "c3"), ("leave", "c1"), ("leave", "c2"),
+        ("leave", "c3")]
+    assert all(e["count"] == 1 and e["last_at"] is None for e in exported)
+    assert [int(e["id"]) for e in exported] == sorted(int(e["id"]) for e in exported)
 
 
 async def test_metrics_exposed_without_ids(live):

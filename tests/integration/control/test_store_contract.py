@@ -199,3 +199,106 @@ async def test_open_store_reports_an_unreachable_redis():
         await open_store("redis://:secretpw@127.0.0.1:1/0")
     except StoreError as e:
         assert "secretpw" not in str(e)
+
+
+# -- audit log: retention classes, folded refusals, retention by age, export ------------------------------
+
+
+async def test_refusals_never_push_out_a_decision_and_repeats_fold_into_one_entry(store):
+    from control.store.base import AuditPolicy
+
+    policy = AuditPolicy(aggregate_seconds=60)
+    deny = await store.append_audit(AuditEntry(T0, "a1", "deny", "prov", "c1", "denied"), policy=policy)
+    for i in range(20_000):  # a denied client retrying, once every 10 ms
+        await store.append_audit(AuditEntry(T0 + timedelta(milliseconds=10 * i), "a1", "join", "c1", "c1",
+                                            "participant_denied"), refusal=True, policy=policy)
+    entries = await store.list_audit("a1")
+    assert [(e.action, e.code, e.count) for e in entries] == [("deny", "denied", 1),
+                                                             ("join", "participant_denied", 20_000)]
+    assert entries[0] == deny
+    assert entries[1].at == T0 and entries[1].last_at == T0 + timedelta(milliseconds=10 * 19_999)
+
+
+async def test_refusals_fold_only_when_they_repeat_within_the_window_and_are_capped_apart(store):
+    from control.store.base import AuditPolicy
+
+    policy = AuditPolicy(aggregate_seconds=60, max_entries=100)
+    for i in range(3):  # two codes alternating fold into one entry each
+        for code in ("room_full", "outside_join_window"):
+            await store.append_audit(AuditEntry(T0 + timedelta(seconds=i), "a1", "join", "c1", "c1", code),
+                                     refusal=True, policy=policy)
+    later = T0 + timedelta(minutes=5)  # past the window: a new entry
+    await store.append_audit(AuditEntry(later, "a1", "join", "c1", "c1", "room_full"), refusal=True, policy=policy)
+    assert [(e.code, e.count) for e in await store.list_audit("a1")] == [
+        ("room_full", 3), ("outside_join_window", 3), ("room_full", 1)]
+    # a flood of distinct refusals is capped in its own class; decisions are untouched
+    await store.append_audit(AuditEntry(later, "a2", "admit", "prov", "c1", "admitted"), policy=policy)
+    for i in range(150):
+        await store.append_audit(AuditEntry(later, "a2", "join", f"x{i}", f"x{i}", "not_on_roster"),
+                                 refusal=True, policy=policy)
+    entries = await store.list_audit("a2", limit=10_000)
+    assert entries[0].action == "admit" and len(entries) == 101
+    assert entries[1].actor_id == "x50"  # the oldest refusals went first
+
+
+async def test_audit_retention_by_age_drops_old_entries_only(store):
+    from control.store.base import AuditPolicy
+
+    day = AuditPolicy(retention_seconds=86400)
+    await store.append_audit(AuditEntry(T0, "a1", "admit", "prov", "c1", "admitted"), policy=day)
+    await store.append_audit(AuditEntry(T0, "a1", "join", "c2", "c2", "room_full"), refusal=True, policy=day)
+    await store.append_audit(AuditEntry(T0 + timedelta(hours=1), "a1", "deny", "prov", "c3", "denied"), policy=day)
+    await store.append_audit(AuditEntry(T0, "a2", "end", "api", "", "ended"), policy=day)
+    # a day and a half later: what is more than a day old goes, the rest stays
+    await store.append_audit(AuditEntry(T0 + timedelta(hours=24, minutes=30), "a1", "leave", "c1", "c1", "left"),
+                             policy=day)
+    assert [e.action for e in await store.list_audit("a1")] == ["deny", "leave"]
+    assert [e.action for e in await store.list_audit("a2")] == ["end"]  # no append there yet
+    # the periodic sweep covers appointments nobody appends to
+    assert await store.prune_audit((T0 + timedelta(minutes=1)).timestamp()) == 1
+    assert await store.list_audit("a2") == []
+    assert [e.action for e in await store.list_audit("a1")] == ["deny", "leave"]
+
+
+async def test_audit_export_pages_forward_with_after(store):
+    for i in range(25):
+        await store.append_audit(AuditEntry(T0, "a1", "join", f"c{i}", f"c{i}", "admitted"), refusal=i % 3 == 0)
+    pages, after = [], 0
+    for _ in range(10):  # bounded
+        page = await store.list_audit("a1", limit=10, after=after)
+        if not page:
+            break
+        pages.append([e.actor_id for e in page])
+        after = int(page[-1].id)
+    assert [x for p in pages for x in p] == [f"c{i}" for i in range(25)]
+    assert [len(p) for p in pages] == [10, 10, 5]
+
+
+async def test_a_denied_client_flooding_joins_leaves_the_deny_in_place_in_o1_entries(store):
+    from control.config import Config
+    from control.node import Node
+    from control.rooms import Actor
+
+    cfg = Config()
+    cfg.tokens.keys = {"k1": "test-signing-secret-0123456789abcdef"}
+    now = [1000.0]
+    node = Node(cfg.check(), store, node_id="n1")
+    node.rooms.monotonic = lambda: now[0]
+    await store.put_provider(Provider("p1", "Dr P", True, True))
+    await store.put_client(Client("c1", "C", True))
+    start = datetime.now(UTC)
+    await store.put_appointment(Appointment("a1", "p1", ("c1",), True, start, start + timedelta(minutes=50)))
+    mint = node.tokens.mint
+    assert (await node.rooms.join(mint("c1", Role.CLIENT, "a1", "C").token)).code.value == "waiting"
+    await node.rooms.deny("a1", "c1", Actor.api())
+    codes: dict[str, int] = {}
+    tokens = [mint("c1", Role.CLIENT, "a1", "C").token for _ in range(200)]
+    for i in range(20_000):  # 20,000 refused joins over 40 s of the limiter's clock
+        now[0] += 0.002
+        r = await node.rooms.join(tokens[i % 200], source="127.0.0.9")
+        codes[r.code.value] = codes.get(r.code.value, 0) + 1
+    assert set(codes) <= {"participant_denied", "rate_limited", "token_used"} and sum(codes.values()) == 20_000
+    assert codes["rate_limited"] > 19_000  # a burst of 10, then one every 2 s
+    entries = await store.list_audit("a1", limit=10_000)
+    assert ("deny", "api", "c1", "denied") in [(e.action, e.actor_id, e.subject_id, e.code) for e in entries]
+    assert len(entries) <= 6, [(e.action, e.code, e.count) for e in entries]
