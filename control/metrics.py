@@ -39,6 +39,9 @@ class Metrics:
                                          buckets=_LATENCY_BUCKETS, registry=r)
         self.webhook_queue = Gauge("telesfu_webhook_queue_depth", "Webhook events not yet delivered",
                                    registry=r)
+        self.webhook_dropped = Counter("telesfu_webhook_dropped_total",
+                                       "Webhook events not queued, by reason (queue_full, store_unavailable)",
+                                       ["reason"], registry=r)
         self.store_latency = Histogram("telesfu_store_operation_seconds", "Store operation latency",
                                        ["backend", "op"], buckets=_LATENCY_BUCKETS, registry=r)
         self.store_errors = Counter("telesfu_store_errors_total", "Store operations that failed",

@@ -41,6 +41,10 @@ EVENT_TYPES = (
     "participant.left",
 )
 SIGNATURE_HEADER = "Telesfu-Signature"
+# What a full queue sheds: presence, which a reconnecting client can repeat without bound.
+# Room lifecycle and decisions (started, finished, admitted, denied, starting_soon) are bounded
+# by rooms and staff actions and always queued.
+SHEDDABLE = frozenset({"participant.waiting", "participant.joined", "participant.left"})
 
 
 def sign(secret: str, body: bytes, timestamp: int) -> str:
@@ -83,28 +87,53 @@ class Webhooks:
         self._inflight: set[asyncio.Task[None]] = set()
         # events the store could not take (stalled, restarting): handed to it when it is back
         self._held: collections.deque[tuple[WebhookEvent, float]] = collections.deque()
+        self._depth = 0  # queue depth as last read from the store, plus what was queued since
+        self._shedding: set[str] = set()  # reasons being dropped for now (logged once per episode)
 
     async def emit(self, type_: str, data: dict[str, Any]) -> WebhookEvent | None:
-        """Queue an event for delivery. Returns it, or None when webhooks are off."""
+        """Queue an event for delivery. Returns it, or None when webhooks are off or it was shed
+        (a presence event while the queue holds `max_queue`; counted in telesfu_webhook_dropped_total)."""
         if type_ not in EVENT_TYPES:
             raise ValueError(f"unknown webhook event type {type_}")
         if not self.enabled:
             return None
         event = WebhookEvent(id="evt_" + secrets.token_hex(12), type=type_, created_at=format_time(utcnow()),
                              data=data)
+        if self._depth + len(self._held) >= self.config.max_queue:
+            if type_ in SHEDDABLE:
+                self._drop(event, "queue_full")
+                return None
+        elif self._shedding:
+            self._recovered("queue_full")
         due = self.clock()
         if self._held:  # keep the order: nothing overtakes what is already held
             self._hold(event, due)
         else:
             try:
                 await self.store.enqueue_webhook(event, due)
+                self._depth += 1
             except StoreError as e:
                 log.warning("webhook %s (%s) held in memory: the store is unavailable (%s)", event.id, type_, e)
                 self._hold(event, due)
         self._wake.set()
         return event
 
+    def _drop(self, event: WebhookEvent, reason: str) -> None:
+        self.metrics.webhook_dropped.labels(reason).inc()
+        if reason not in self._shedding:
+            self._shedding.add(reason)
+            log.error("webhooks: dropping events (%s; first: %s %s); counted in telesfu_webhook_dropped_total",
+                      reason, event.type, event.id)
+
+    def _recovered(self, reason: str) -> None:
+        if reason in self._shedding:
+            self._shedding.discard(reason)
+            log.warning("webhooks: events are queued again (%s is over)", reason)
+
     def _hold(self, event: WebhookEvent, due: float) -> None:
+        if len(self._held) >= self.config.max_queue:  # memory is bounded too: the oldest goes
+            old, _ = self._held.popleft()
+            self._drop(old, "store_unavailable")
         self._held.append((event, due))
 
     async def flush_held(self) -> int:
@@ -117,8 +146,17 @@ class Webhooks:
             except StoreError:
                 break
             self._held.popleft()
+            self._depth += 1
             n += 1
+        if not self._held:
+            self._recovered("store_unavailable")
         return n
+
+    async def refresh_depth(self) -> int:
+        """Read the queue depth from the store (the shared queue, every node's events)."""
+        self._depth = await self.store.webhook_queue_depth()
+        self.metrics.webhook_queue.set(self._depth)
+        return self._depth
 
     @property
     def held(self) -> int:
@@ -148,7 +186,7 @@ class Webhooks:
                 await self.flush_held()
             try:
                 pending = await self.store.claim_webhooks(self.clock(), lease, 32)
-                self.metrics.webhook_queue.set(await self.store.webhook_queue_depth())
+                await self.refresh_depth()
             except Exception:
                 log.exception("webhook queue unavailable; retrying")
                 pending = []

@@ -285,3 +285,17 @@ async def test_a_new_session_after_everyone_left_starts_with_a_waiting_room_agai
     assert (await r.join(await live.token("a1", "c1"))).code.value == "admitted"  # a reconnect
     await r.leave("a1", "c1")  # everyone left: the session is over
     assert (await r.join(await live.token("a1", "c1"))).code.value == "waiting"
+
+
+async def test_refused_joins_are_rate_limited_per_source_address(live):
+    await live.setup_appointment("a1", provider="prov", clients=("c1",))
+    burst = live.node.config.rooms.refused_joins_burst_per_source
+    t = [100.0]
+    live.node.rooms.monotonic = lambda: t[0]
+    for _ in range(burst):  # garbage tokens from one address
+        assert (await live.node.rooms.join("not-a-token", source="127.0.0.7")).code.value == "token_invalid"
+    good = await live.token("a1", "c1")
+    assert (await live.node.rooms.join(good, source="127.0.0.7")).code.value == "rate_limited"
+    assert (await live.node.rooms.join(good, source="127.0.0.8")).code.value == "admitted"  # others are not
+    t[0] += 2 * burst / live.node.config.rooms.refused_joins_per_second_per_source  # it refills
+    assert (await live.node.rooms.join(await live.token("a1", "prov"), source="127.0.0.7")).code.value == "admitted"

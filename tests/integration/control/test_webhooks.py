@@ -240,3 +240,25 @@ async def test_starting_soon_reminders(backend, request):
         await cleanup_redis_store(RedisStore.from_url(request.getfixturevalue("redis_url"),
                                                       prefix=request.getfixturevalue("redis_prefix")),
                                   request.getfixturevalue("redis_prefix"))
+
+
+async def test_a_full_queue_sheds_presence_events_counts_them_logs_once_and_keeps_room_events(caplog):
+    from control.metrics import Metrics
+    from control.store.memory import MemoryStore
+    from control.webhooks import Webhooks
+
+    cfg = make_config(webhooks={"url": "http://127.0.0.1:9/hooks", "secret": SECRET, "max_queue": 100})
+    store, metrics = MemoryStore(), Metrics()
+    hooks = Webhooks(cfg.webhooks, store, metrics)  # not started: nothing is delivered, the queue fills
+    for i in range(150):
+        await hooks.emit("participant.joined", {"participant_id": f"c{i}"})
+    assert await hooks.emit("room.finished", {"appointment_id": "a1"}) is not None  # never shed
+    assert await store.webhook_queue_depth() == 101
+    dropped = metrics.registry.get_sample_value("telesfu_webhook_dropped_total", {"reason": "queue_full"})
+    assert dropped == 50
+    assert sum("dropping events" in r.getMessage() for r in caplog.records) == 1
+    for p in await store.claim_webhooks(1e12, 60, 60):  # the practice's server is back: 60 delivered
+        await store.complete_webhook(p.event.id)
+    assert await hooks.refresh_depth() == 41
+    assert await hooks.emit("participant.left", {"participant_id": "c0"}) is not None
+    assert metrics.registry.get_sample_value("telesfu_webhook_queue_depth") == 41

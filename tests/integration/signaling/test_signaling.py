@@ -476,3 +476,42 @@ async def test_an_appointment_cancelled_or_moved_away_during_its_session_ends_it
         finally:
             await c.close()
             await pr.close()
+
+
+async def test_reconnect_churn_is_rate_limited_per_participant_and_bounds_the_webhooks():
+    from tests.integration.control.test_webhooks import SECRET, receiver
+
+    async with receiver() as rec:
+        cfg = media_config(webhooks={"url": rec.url, "secret": SECRET}, rooms={"join_burst": 5})
+        async with media_node(cfg) as ln:
+            ln.node.rooms.monotonic = lambda: 1000.0  # the limiter's clock stands still: no refill
+            pr, c = await joined_pair(ln)  # the client's first join spends one of its five
+            limited, rejoined = None, 0
+            try:
+                await c.send({"type": "leave"})
+                await c.wait_closed()
+                for _ in range(20):  # join, leave, join again, as fast as it can
+                    c = x = await client(ln, "a1", "cli")
+                    await wait_until(lambda x=x: x.of_type("joined") or x.of_type("error"), 5, "an answer")
+                    if c.of_type("error"):
+                        limited = c
+                        break
+                    rejoined += 1
+                    await c.send({"type": "leave"})
+                    await c.wait_closed()
+                    await c.close()
+                assert limited is not None, "the churn was never limited"
+                assert rejoined == 4  # four more joins, then refused
+                err = limited.of_type("error")[0]
+                assert err["code"] == "rate_limited" and err["message"]
+                assert await limited.wait_closed() == p.CLOSE_CODES["rate_limited"] == 4429
+                assert not limited.of_type("joined")
+                await rec.wait_for(lambda: len([e for e in rec.of_type("participant.left")
+                                                if e["data"]["participant_id"] == "cli"]) >= 5, 10)
+                joins = [e for e in rec.of_type("participant.joined") if e["data"]["participant_id"] == "cli"]
+                assert len(joins) == 5  # the burst
+                audit = (await ln.call("GET", "/v1/audit?appointment_id=a1"))[1]["entries"]
+                assert [e["count"] for e in audit if e["code"] == "rate_limited"] == [1]
+            finally:
+                await c.close()
+                await pr.close()
