@@ -196,6 +196,23 @@ class AuditConfig:
 
 
 @dataclass(slots=True)
+class SignalingConfig:
+    # From WebSocket accept to the first message (join or resume), whatever else is sent.
+    join_timeout_seconds: float = 10.0
+    # WebSockets not yet joined: per source address, and on the node; an upgrade over a cap is refused.
+    max_unjoined_per_source: int = 20
+    max_unjoined: int = 1000
+
+    def check(self) -> None:
+        if not 0 < self.join_timeout_seconds <= 300:
+            raise ConfigError("signaling.join_timeout_seconds", "must be more than 0 and at most 300")
+        if self.max_unjoined_per_source < 1:
+            raise ConfigError("signaling.max_unjoined_per_source", "must be at least 1")
+        if self.max_unjoined < self.max_unjoined_per_source:
+            raise ConfigError("signaling.max_unjoined", "must be at least max_unjoined_per_source")
+
+
+@dataclass(slots=True)
 class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
@@ -205,6 +222,7 @@ class Config:
     media: MediaConfig = field(default_factory=MediaConfig)
     rooms: RoomsConfig = field(default_factory=RoomsConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
+    signaling: SignalingConfig = field(default_factory=SignalingConfig)
 
     def check(self) -> Config:
         for f in dataclasses.fields(self):

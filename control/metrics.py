@@ -55,6 +55,11 @@ class Metrics:
                              ["outcome"], registry=r)
         self.signaling_errors = Counter("telesfu_signaling_errors_total",
                                         "Signaling messages refused, by error code", ["code"], registry=r)
+        self.signaling_unjoined = Gauge("telesfu_signaling_unjoined_connections",
+                                        "Open signaling WebSockets that have not joined yet", registry=r)
+        self.signaling_refused = Counter("telesfu_signaling_upgrades_refused_total",
+                                         "WebSocket upgrades refused before accept, by cap (per_source, total)",
+                                         ["reason"], registry=r)
         self.signaling_admitted_from_waiting = Counter("telesfu_signaling_admitted_from_waiting_total",
                                                        "Waiting participants let in while connected", registry=r)
         self.join_to_first_media = Histogram("telesfu_join_to_first_media_seconds",

@@ -1,7 +1,8 @@
 """The signaling protocol on `GET /v1/rtc`: JSON text frames with a `type` field.
 
 Client -> server messages are parsed into typed objects here, with every field checked;
-anything else is a `ProtocolError` with a stable code. Server -> client messages are built
+anything else is a `ProtocolError` with a stable code (a `FrameError` when the frame itself
+is malformed: not JSON, too large, too deep, a number too long, a field of the wrong type). Server -> client messages are built
 by the small functions at the bottom, so their shapes live in one place.
 """
 
@@ -11,12 +12,14 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from control import jsonparse
 from control.domain.admission import REFUSALS, Code
 
 MAX_FRAME_BYTES = 256 * 1024  # an SDP with many tracks stays far below this
+MAX_FIRST_FRAME_BYTES = 16 * 1024  # before join: a join token (at most 4,096 characters) or a resume credential
+MAX_MALFORMED_FRAMES = 20  # malformed frames a joined connection may send before it is closed
 MAX_SDP_BYTES = 200 * 1024
 MAX_ID = 64
-JOIN_TIMEOUT_SECONDS = 10.0
 RECONNECT_GRACE_SECONDS = 30.0
 RATE_PER_SECOND = 20.0  # sustained messages per connection
 RATE_BURST = 60.0
@@ -54,6 +57,10 @@ class ProtocolError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+class FrameError(ProtocolError):
+    """The frame is malformed (as opposed to a well-formed message sent at the wrong time)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,33 +130,36 @@ class Ping:
 Message = (Join | PublishOffer | SubscribeAnswer | Mute | Admit | AdmitAll | Deny | Remove | MuteParticipant
            | EndSession | Leave | Ping)
 
+# The messages a connection may open with; anything else first is refused (not_joined) and closed.
+FIRST_MESSAGES: tuple[type, ...] = (Join,)
+
 
 def _str(d: dict[str, Any], key: str, max_len: int, *, required: bool = True) -> str:
     v = d.get(key, None if required else "")
     if not isinstance(v, str) or (required and not v) or len(v) > max_len:
-        raise ProtocolError("invalid_field", f"{key} must be a string of at most {max_len} characters")
+        raise FrameError("invalid_field", f"{key} must be a string of at most {max_len} characters")
     return v
 
 
 def _bool(d: dict[str, Any], key: str, default: bool | None = None) -> bool:
     v = d.get(key, default)
     if not isinstance(v, bool):
-        raise ProtocolError("invalid_field", f"{key} must be true or false")
+        raise FrameError("invalid_field", f"{key} must be true or false")
     return v
 
 
-def parse_message(frame: str | bytes) -> Message:
-    """One text frame to a typed message. Raises ProtocolError."""
-    if isinstance(frame, bytes):
-        raise ProtocolError("binary_frame", "frames must be JSON text")
-    if len(frame) > MAX_FRAME_BYTES:
-        raise ProtocolError("frame_too_large", f"frames are limited to {MAX_FRAME_BYTES} bytes")
+def parse_message(frame: str | bytes, max_bytes: int = MAX_FRAME_BYTES) -> Message:
+    """One text frame to a typed message. Raises FrameError (malformed) or ProtocolError, nothing else."""
+    if not isinstance(frame, str):
+        raise FrameError("binary_frame", "frames must be JSON text")
+    if len(frame) > max_bytes:
+        raise FrameError("frame_too_large", f"frames are limited to {max_bytes} bytes here")
     try:
-        d = json.loads(frame)
-    except (json.JSONDecodeError, RecursionError):
-        raise ProtocolError("invalid_json", "the frame is not valid JSON") from None
+        d = jsonparse.parse(frame)
+    except jsonparse.JsonInputError as e:  # invalid_json, json_too_deep, json_number_too_long
+        raise FrameError(e.reason, e.message) from None
     if not isinstance(d, dict):
-        raise ProtocolError("invalid_message", "a message is a JSON object with a type")
+        raise FrameError("invalid_message", "a message is a JSON object with a type")
     t = d.get("type")
     if t == "join":
         return Join(_str(d, "token", 4096))
@@ -170,7 +180,7 @@ def parse_message(frame: str | bytes) -> Message:
     if t == "mute_participant":
         kind = d.get("kind", "")
         if kind not in ("audio", "video", ""):
-            raise ProtocolError("invalid_field", "kind must be audio, video or empty")
+            raise FrameError("invalid_field", "kind must be audio, video or empty")
         return MuteParticipant(_str(d, "participant_id", MAX_ID), kind, _bool(d, "muted", True))
     if t == "end_session":
         return EndSession()
@@ -179,8 +189,8 @@ def parse_message(frame: str | bytes) -> Message:
     if t == "ping":
         return Ping()
     if not isinstance(t, str):
-        raise ProtocolError("invalid_message", "a message needs a string type")
-    raise ProtocolError("unknown_type", f"unknown message type {t[:40]!r}")
+        raise FrameError("invalid_message", "a message needs a string type")
+    raise FrameError("unknown_type", f"unknown message type {t[:40]!r}")
 
 
 class RateLimiter:

@@ -14,6 +14,47 @@ from signaling.session import Session
 WEB_DIR = Path(__file__).resolve().parent / "web"
 HUB = web.AppKey("signaling_hub", Hub)
 
+
+class UnjoinedGate:
+    """Counts WebSockets that have not joined yet, per source address and in total, and caps them.
+
+    A slot is taken before the upgrade is accepted and given back once the first message was
+    handled (joined, waiting, refused) or the connection ended, so a source cannot hold more
+    than `per_source` sockets (and the node more than `total`) without a join behind them.
+    """
+
+    __slots__ = ("per_source", "total", "count", "by_source")
+
+    def __init__(self, per_source: int, total: int) -> None:
+        self.per_source = per_source
+        self.total = total
+        self.count = 0
+        self.by_source: dict[str, int] = {}
+
+    def acquire(self, source: str) -> str:
+        """Take a slot for `source`: "" when taken, else the cap that refused it ("per_source", "total")."""
+        if self.count >= self.total:
+            return "total"
+        n = self.by_source.get(source, 0)
+        if n >= self.per_source:
+            return "per_source"
+        self.by_source[source] = n + 1
+        self.count += 1
+        return ""
+
+    def release(self, source: str) -> None:
+        n = self.by_source.get(source, 0)
+        if n <= 0:
+            return
+        self.count -= 1
+        if n == 1:
+            del self.by_source[source]
+        else:
+            self.by_source[source] = n - 1
+
+
+GATE = web.AppKey("signaling_unjoined_gate", UnjoinedGate)
+
 # The page needs camera/microphone, its own scripts and a WebSocket to this origin; nothing else.
 _PAGE_HEADERS = {
     "Cache-Control": "no-store",
@@ -26,15 +67,42 @@ _PAGE_HEADERS = {
 
 
 async def rtc(request: web.Request) -> web.StreamResponse:
-    hub = request.app[HUB]
-    ws = web.WebSocketResponse(max_msg_size=2 * p.MAX_FRAME_BYTES, heartbeat=20.0)
-    await ws.prepare(request)
-    hub.metrics.signaling_connections.inc()
+    hub, gate = request.app[HUB], request.app[GATE]
+    source = request.remote or ""
+    refused = gate.acquire(source)
+    if refused:
+        hub.metrics.signaling_refused.labels(refused).inc()
+        if refused == "per_source":
+            return _refusal(429, "too_many_connections", "too many connections from your address are waiting to "
+                                                         "join; try again shortly")
+        return _refusal(503, "server_busy", "this server has too many connections waiting to join; try again shortly")
+    metrics = hub.metrics
+    metrics.signaling_unjoined.inc()
+    released = False
+
+    def release() -> None:
+        nonlocal released
+        if not released:
+            released = True
+            gate.release(source)
+            metrics.signaling_unjoined.dec()
+
     try:
-        await Session(hub, ws, request.remote or "").run()
+        ws = web.WebSocketResponse(max_msg_size=2 * p.MAX_FRAME_BYTES, heartbeat=20.0)
+        await ws.prepare(request)
+        metrics.signaling_connections.inc()
+        try:
+            await Session(hub, ws, source, on_first_message=release).run()
+        finally:
+            metrics.signaling_connections.dec()
     finally:
-        hub.metrics.signaling_connections.dec()
+        release()
     return ws
+
+
+def _refusal(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status,
+                             headers={"Retry-After": "1", "Connection": "close"})
 
 
 async def join_page(request: web.Request) -> web.StreamResponse:
@@ -46,6 +114,9 @@ def add_signaling(app: web.Application, node: Any) -> None:
     app.router.add_get("/v1/rtc", rtc)
     app.router.add_get("/join", join_page)
     app.router.add_static("/web/", WEB_DIR, show_index=False, append_version=True)
+
+    cfg = node.config.signaling
+    app[GATE] = UnjoinedGate(cfg.max_unjoined_per_source, cfg.max_unjoined)
 
     async def hub_ctx(app: web.Application) -> Any:
         app[HUB] = Hub(node)

@@ -4,6 +4,12 @@ new --join--> waiting --admitted--> joined --leave/removed/room closed--> closed
         \\--refused--> closed                                          (a dropped socket while
                                                                        joined: reconnect grace)
 
+Before join nothing is answered: the first frame must arrive within the join deadline
+(signaling.join_timeout_seconds, counted from accept, 4408 otherwise) and be one of
+`protocol.FIRST_MESSAGES`, at most MAX_FIRST_FRAME_BYTES long; anything else gets one error
+and close code 4400. Every refused frame is counted by code; malformed frames (FrameError)
+from a joined connection close it after MAX_MALFORMED_FRAMES. None of it is logged.
+
 Messages are handled one at a time in the order they arrive; everything the server says
 goes through one outbox drained by one writer task, so room events raised by callbacks
 never interleave with a reply.
@@ -14,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +47,8 @@ class State(StrEnum):
 
 
 class Session:
-    def __init__(self, hub: Hub, ws: web.WebSocketResponse, source: str = "") -> None:
+    def __init__(self, hub: Hub, ws: web.WebSocketResponse, source: str = "",
+                 on_first_message: Callable[[], None] | None = None) -> None:
         self.hub = hub
         self.ws = ws
         self.source = source  # the peer's address: rate limits only, never logged or labelled
@@ -52,6 +60,8 @@ class Session:
         self.joined_at = 0.0
         self.limiter = p.RateLimiter(time.monotonic())
         self.violations = 0
+        self.malformed = 0
+        self._on_first_message = on_first_message  # the first frame was handled (or never came)
         self._outbox: asyncio.Queue[tuple[str, int | None, str]] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self.close_code: int | None = None
@@ -101,12 +111,19 @@ class Session:
 
     async def _receive(self) -> None:
         try:
-            first = await asyncio.wait_for(self.ws.receive(), p.JOIN_TIMEOUT_SECONDS)
-        except TimeoutError:
-            self.send(p.error("join_timeout", "send join{token} first"))
-            self.close(p.CLOSE_CODES["join_timeout"], "join timeout")
-            return
-        await self._handle_frame(first)
+            try:
+                async with asyncio.timeout(self.hub.node.config.signaling.join_timeout_seconds):
+                    first = await self.ws.receive()
+            except TimeoutError:
+                self.hub.metrics.signaling_errors.labels("join_timeout").inc()
+                self.send(p.error("join_timeout", "send join{token} first"))
+                self.close(p.CLOSE_CODES["join_timeout"], "join timeout")
+                return
+            await self._handle_frame(first)
+        finally:
+            if self._on_first_message is not None:
+                self._on_first_message()
+                self._on_first_message = None
         while self.state is not State.CLOSED:
             m = await self.ws.receive()
             await self._handle_frame(m)
@@ -125,15 +142,19 @@ class Session:
                 self.send(p.error("rate_limited", "too many messages; slow down"))
             return
         try:
-            if m.type is WSMsgType.BINARY:
-                raise p.ProtocolError("binary_frame", "frames must be JSON text")
-            message = p.parse_message(m.data)
-            await self._dispatch(message)
+            if m.type is not WSMsgType.TEXT:
+                raise p.FrameError("binary_frame", "frames must be JSON text")
+            limit = p.MAX_FIRST_FRAME_BYTES if self.state is State.NEW else p.MAX_FRAME_BYTES
+            await self._dispatch(p.parse_message(m.data, limit))
         except p.ProtocolError as e:
             self.hub.metrics.signaling_errors.labels(e.code).inc()
             self.send(p.error(e.code, e.message))
-            if self.state is State.NEW:  # the first message must be a valid join
+            if self.state is State.NEW:  # the first message must be a valid join (or resume)
                 self.close(p.CLOSE_CODES["protocol_error"], e.code)
+            elif isinstance(e, p.FrameError):
+                self.malformed += 1
+                if self.malformed >= p.MAX_MALFORMED_FRAMES:
+                    self.close(p.CLOSE_CODES["protocol_error"], "too many malformed frames")
         except ActionError as e:
             self.hub.metrics.signaling_errors.labels(e.code).inc()
             self.send(p.error(e.code, e.message))
@@ -152,15 +173,16 @@ class Session:
     # -- messages ---------------------------------------------------------------------------------
 
     async def _dispatch(self, m: p.Message) -> None:
+        if self.state is State.NEW:  # nothing is answered before join, not even ping
+            if not isinstance(m, p.FIRST_MESSAGES):
+                raise p.ProtocolError("not_joined", "the first message must be join{token}")
+            if isinstance(m, p.Join):
+                await self._join(m.token)
+            return
         if isinstance(m, p.Ping):
             self.send(p.msg("pong"))
             return
-        if self.state is State.NEW:
-            if not isinstance(m, p.Join):
-                raise p.ProtocolError("not_joined", "the first message must be join{token}")
-            await self._join(m.token)
-            return
-        if isinstance(m, p.Join):
+        if isinstance(m, p.FIRST_MESSAGES):
             raise p.ProtocolError("already_joined", "this connection already joined")
         if isinstance(m, p.Leave):
             await self.hub.leave(self)
