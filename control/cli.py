@@ -64,9 +64,8 @@ async def register_demo(node: object) -> dict[str, str]:
 
 
 async def serve(config: Config, demo: bool) -> int:
-    from aiohttp import web
-
     from control.api.app import build_app
+    from control.http_server import HttpServer
     from control.node import Node
 
     warn_about_dev_secrets(config)
@@ -76,18 +75,13 @@ async def serve(config: Config, demo: bool) -> int:
         print(f"telesfu: {e}", file=sys.stderr)
         return 1
     app = build_app(node)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, config.http.host, config.http.port, reuse_address=True)
+    http = HttpServer(config, node.metrics)
     try:
-        await site.start()
+        await http.start(app)
     except OSError as e:
         print(f"telesfu: cannot listen on {config.http.host}:{config.http.port}: {e.strerror}", file=sys.stderr)
-        await runner.cleanup()
         return 1
-    if config.http.port == 0:  # an ephemeral port: tell the real one
-        sock = site._server.sockets[0]  # type: ignore[union-attr]
-        config.http.port = sock.getsockname()[1]
+    config.http.port = http.port  # an ephemeral port (0): tell the real one
     base = config.public_url()
     print(f"telesfu {node.node_id} serving (store: {node.store.kind})", flush=True)
     print(f"  control API  {base}/v1/   (Authorization: Bearer <api key>)", flush=True)
@@ -110,7 +104,7 @@ async def serve(config: Config, demo: bool) -> int:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     print("telesfu: shutting down", flush=True)
-    await runner.cleanup()
+    await http.stop()
     return 0
 
 

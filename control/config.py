@@ -33,11 +33,21 @@ class HttpConfig:
     port: int = 8080
     public_url: str = ""  # empty: http://<host>:<port>
     max_body_bytes: int = 64 * 1024
+    # A connection must send a complete request (line and headers) within this long of being
+    # accepted or of its last response, or it is closed: the slowloris guard and the idle timeout.
+    keepalive_timeout_seconds: float = 15.0
+    body_timeout_seconds: float = 10.0  # a request body must arrive within this long
+    max_connections_per_source: int = 128  # open TCP connections per source address; 0: no cap
 
     def check(self) -> None:
         _port("http.port", self.port, allow_zero=True)
         if self.max_body_bytes < 1024:
             raise ConfigError("http.max_body_bytes", "must be at least 1024")
+        for name in ("keepalive_timeout_seconds", "body_timeout_seconds"):
+            if not 0 < getattr(self, name) <= 3600:
+                raise ConfigError(f"http.{name}", "must be more than 0 and at most 3600")
+        if self.max_connections_per_source < 0:
+            raise ConfigError("http.max_connections_per_source", "must be 0 (no cap) or more")
         if self.public_url and urlparse(self.public_url).scheme not in ("http", "https"):
             raise ConfigError("http.public_url", "must be an http:// or https:// URL")
 

@@ -19,6 +19,9 @@ class Metrics:
                                      ["route", "method", "status"], registry=r)
         self.http_latency = Histogram("telesfu_http_request_duration_seconds", "HTTP request latency",
                                       ["route", "method"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.http_connections_refused = Counter("telesfu_http_connections_refused_total",
+                                                "TCP connections refused at accept, by reason (per_source)",
+                                                ["reason"], registry=r)
         self.admissions = Counter("telesfu_admission_decisions_total", "Admission decisions by code",
                                   ["code"], registry=r)
         self.waiting_actions = Counter("telesfu_waiting_room_actions_total",

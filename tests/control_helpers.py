@@ -9,11 +9,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 
 from control.api.app import build_app
 from control.config import Config
 from control.domain.models import format_time, utcnow
+from control.http_server import HttpServer
 from control.node import Node
 
 API_KEY = "test-api-key-0123"
@@ -87,14 +87,12 @@ async def live_node(config: Config | None = None, store: Any = None, *, media: b
     cfg = config or make_config()
     node = Node(cfg, store if store is not None else MemoryStore(), node_id="test-node", media=media)
     app = build_app(node)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    cfg.http.port = port
+    cfg.http.host, cfg.http.port = "127.0.0.1", 0
+    server = HttpServer(cfg, node.metrics)  # the listener `telesfu serve` uses, with its limits
+    await server.start(app)
+    port = cfg.http.port = server.port
     async with aiohttp.ClientSession() as http:
         try:
             yield LiveNode(node, f"http://127.0.0.1:{port}", http, app)
         finally:
-            await runner.cleanup()
+            await server.stop()

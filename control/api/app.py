@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
-import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from control import jsonparse
 from control.api import validation as v
 from control.api.openapi import openapi_document
 from control.api.validation import RequestError
@@ -103,15 +105,21 @@ def auth_middleware(api_keys: list[str]) -> Any:
 
 
 async def read_json(request: web.Request, *, optional: bool = False) -> Any:
-    raw = await request.read()
+    """The request's JSON body, read within http.body_timeout_seconds and parsed within bounds
+    (control/jsonparse: depth 32, numbers of at most 100 characters, no NaN): RequestError otherwise."""
+    try:
+        async with asyncio.timeout(request.app[NODE].config.http.body_timeout_seconds):
+            raw = await request.read()
+    except TimeoutError:
+        raise RequestError("body_timeout", "the request body did not arrive in time", 408) from None
     if not raw.strip():
         if optional:
             return None
         raise RequestError("invalid_json", "a JSON body is required")
     try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RequestError("invalid_json", f"the body is not valid JSON: {getattr(e, 'msg', 'bad encoding')}") from None
+        return jsonparse.parse(raw)
+    except jsonparse.JsonInputError as e:
+        raise RequestError("invalid_json", f"the body is not acceptable JSON: {e.message}") from None
 
 
 def room_json(room: Room) -> dict[str, Any]:
@@ -268,7 +276,7 @@ async def get_audit(request: web.Request) -> web.Response:
         raise RequestError("missing_parameter", "appointment_id is required")
     v.check_id(apt_id, "appointment_id")
     limit_s = request.query.get("limit", "1000")
-    if not limit_s.isdigit() or not 1 <= int(limit_s) <= 10000:
+    if not _LIMIT_RE.fullmatch(limit_s) or not 1 <= int(limit_s) <= 10000:  # ASCII digits only: int() takes "²"
         raise RequestError("invalid_parameter", "limit must be an integer from 1 to 10000")
     after_s = request.query.get("after", "")
     if after_s and (not after_s.isdigit() or len(after_s) > 18):
@@ -280,6 +288,9 @@ async def get_audit(request: web.Request) -> web.Response:
     if after is not None:
         body["next_after"] = entries[-1].id if len(entries) == limit else None  # None: nothing more yet
     return web.json_response(body)
+
+
+_LIMIT_RE = re.compile(r"[0-9]{1,5}")
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -115,10 +115,12 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 def _errors(*statuses: int) -> dict[str, Any]:
     words = {400: "Invalid request", 401: "Missing or invalid API key", 403: "Not allowed",
-             404: "Not found", 405: "Method not allowed", 409: "Conflict with the current state",
+             404: "Not found", 405: "Method not allowed", 408: "The body did not arrive in time (body_timeout)",
+             409: "Conflict with the current state",
              413: "Body too large", 422: "Well-formed but breaks a rule (unknown provider or client, "
                                          "time range, roster size)", 503: "Store unavailable"}
-    return {str(s): _json(_ref("Error"), words[s]) for s in (*statuses, 401, 503)}
+    with_body = (408,) if 413 in statuses else ()  # an operation that reads a body may time out reading it
+    return {str(s): _json(_ref("Error"), words[s]) for s in (*statuses, *with_body, 401, 503)}
 
 
 def _body(name: str, required: bool = True) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from control.domain.models import Appointment, AppointmentStatus, Client, Provider, parse_time
@@ -23,7 +23,7 @@ class RequestError(Exception):
 
 
 def check_id(value: str, what: str) -> str:
-    if not isinstance(value, str) or not ID_RE.match(value):
+    if not isinstance(value, str) or not ID_RE.fullmatch(value):
         raise RequestError("invalid_id", f"{what} must be 1-64 characters of letters, digits, '_', '.', ':' or '-'")
     return value
 
@@ -56,13 +56,25 @@ def _bool(body: dict[str, Any], key: str, default: bool | None = None) -> bool:
     return v
 
 
+# Times outside these years are refused: the join window and reminders add and subtract
+# minutes to them, which overflows datetime near years 1 and 9999.
+MIN_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_TIME = datetime(9000, 1, 1, tzinfo=UTC)
+
+
 def _time(body: dict[str, Any], key: str) -> datetime:
     v = body[key]
+    out_of_range = RequestError("invalid_time_range", f"{key} must be between the years 1970 and 8999", 422)
     try:
-        return parse_time(v)
+        t = parse_time(v)
+    except OverflowError:  # a valid date-time whose offset moves it past year 1 or 9999
+        raise out_of_range from None
     except (ValueError, TypeError):
         raise RequestError("invalid_field", f"{key} must be an RFC 3339 date-time with an offset, "
                                             f"e.g. 2026-01-02T15:04:05Z") from None
+    if not MIN_TIME <= t < MAX_TIME:
+        raise out_of_range
+    return t
 
 
 def provider_from_body(provider_id: str, body: Any) -> Provider:
@@ -80,13 +92,13 @@ def appointment_from_body(appointment_id: str, body: Any, default_max: int) -> A
     b = _obj(body, {"provider_id", "client_ids", "telehealth", "starts_at", "ends_at", "status",
                     "max_participants"}, {"provider_id", "client_ids", "telehealth", "starts_at", "ends_at"})
     provider_id = b["provider_id"]
-    if not isinstance(provider_id, str) or not ID_RE.match(provider_id):
+    if not isinstance(provider_id, str) or not ID_RE.fullmatch(provider_id):
         raise RequestError("invalid_field", "provider_id must be a valid id")
     client_ids = b["client_ids"]
     if not isinstance(client_ids, list) or not client_ids or len(client_ids) > MAX_CLIENTS:
         raise RequestError("invalid_field", f"client_ids must be a list of 1 to {MAX_CLIENTS} client ids")
     for c in client_ids:
-        if not isinstance(c, str) or not ID_RE.match(c):
+        if not isinstance(c, str) or not ID_RE.fullmatch(c):
             raise RequestError("invalid_field", "client_ids must hold valid ids")
     if len(set(client_ids)) != len(client_ids):
         raise RequestError("invalid_field", "client_ids has a duplicate")

@@ -159,6 +159,10 @@ async def test_unjoined_sockets_are_capped_per_source_and_in_total(ln):
         c = await SignalingClient(ln, await ln.token("a1", "cli")).connect()
         stack.push_async_callback(c.close)
         await c.wait_for("joined")
+        for _ in range(100):  # the join is done once the participant is in the media room too
+            if counter(await metrics_text(ln), "telesfu_signaling_unjoined_connections") == 2:
+                break
+            await asyncio.sleep(0.05)
         assert counter(await metrics_text(ln), "telesfu_signaling_unjoined_connections") == 2
         await _open_unjoined(ln, stack, "127.0.0.1")  # the joined socket's slot is free again
     # the held sockets are gone: the node is back to no unjoined socket
