@@ -64,8 +64,8 @@ async def register_demo(node: object) -> dict[str, str]:
 
 
 async def serve(config: Config, demo: bool) -> int:
-    from control.api.app import build_app
-    from control.http_server import HttpServer
+    from control.api.app import build_app, build_metrics_app
+    from control.http_server import HttpServer, ListenError
     from control.node import Node
 
     warn_about_dev_secrets(config)
@@ -77,16 +77,18 @@ async def serve(config: Config, demo: bool) -> int:
     app = build_app(node)
     http = HttpServer(config, node.metrics)
     try:
-        await http.start(app)
-    except OSError as e:
-        print(f"telesfu: cannot listen on {config.http.host}:{config.http.port}: {e.strerror}", file=sys.stderr)
+        await http.start(app, build_metrics_app(node))
+    except ListenError as e:
+        print(f"telesfu: {e}", file=sys.stderr)
         return 1
     config.http.port = http.port  # an ephemeral port (0): tell the real one
     base = config.public_url()
     print(f"telesfu {node.node_id} serving (store: {node.store.kind})", flush=True)
     print(f"  control API  {base}/v1/   (Authorization: Bearer <api key>)", flush=True)
     print(f"  OpenAPI      {base}/v1/openapi.json", flush=True)
-    print(f"  metrics      {base}/metrics", flush=True)
+    metrics_url = f"http://{config.metrics.host}:{http.metrics_port}/metrics" if http.metrics_port else f"{base}/metrics"
+    bearer = "   (Authorization: Bearer <metrics.bearer_token>)" if config.metrics.bearer_token else ""
+    print(f"  metrics      {metrics_url}{bearer}", flush=True)
     print(f"  health       {base}/healthz  {base}/readyz", flush=True)
     if node.media is not None:
         first = config.media.udp_port

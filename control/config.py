@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -38,6 +39,8 @@ class HttpConfig:
     keepalive_timeout_seconds: float = 15.0
     body_timeout_seconds: float = 10.0  # a request body must arrive within this long
     max_connections_per_source: int = 128  # open TCP connections per source address; 0: no cap
+    # Origins that may embed the join page in a frame (CSP frame-ancestors); empty: none may.
+    frame_ancestors: list[str] = field(default_factory=list)
 
     def check(self) -> None:
         _port("http.port", self.port, allow_zero=True)
@@ -48,8 +51,15 @@ class HttpConfig:
                 raise ConfigError(f"http.{name}", "must be more than 0 and at most 3600")
         if self.max_connections_per_source < 0:
             raise ConfigError("http.max_connections_per_source", "must be 0 (no cap) or more")
+        for origin in self.frame_ancestors:
+            if not _FRAME_ANCESTOR_RE.fullmatch(origin):
+                raise ConfigError("http.frame_ancestors", f"{origin[:80]!r} is not 'self' or an origin such as "
+                                                          "https://portal.example (no path)")
         if self.public_url and urlparse(self.public_url).scheme not in ("http", "https"):
             raise ConfigError("http.public_url", "must be an http:// or https:// URL")
+
+
+_FRAME_ANCESTOR_RE = re.compile(r"'self'|https?://(\*\.)?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*(:[0-9]{1,5})?")
 
 
 @dataclass(slots=True)
@@ -223,6 +233,20 @@ class SignalingConfig:
 
 
 @dataclass(slots=True)
+class MetricsConfig:
+    # /metrics on its own listener (port 0: on the main listener, http.host:http.port).
+    host: str = "127.0.0.1"
+    port: int = 0
+    # When set, /metrics wants Authorization: Bearer <bearer_token>; empty: open.
+    bearer_token: str = ""
+
+    def check(self) -> None:
+        _port("metrics.port", self.port, allow_zero=True)
+        if self.bearer_token and len(self.bearer_token) < 16:
+            raise ConfigError("metrics.bearer_token", "must be empty or at least 16 characters")
+
+
+@dataclass(slots=True)
 class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
@@ -233,6 +257,7 @@ class Config:
     rooms: RoomsConfig = field(default_factory=RoomsConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     signaling: SignalingConfig = field(default_factory=SignalingConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     def check(self) -> Config:
         for f in dataclasses.fields(self):

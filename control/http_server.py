@@ -8,6 +8,7 @@ public listener needs. `telesfu serve`, the tests and the bench all start them t
   request line and headers (slowloris) and how long an idle keep-alive connection is held.
   (aiohttp's own default is 3,630 s.) Bodies are read within `http.body_timeout_seconds`
   (control/api/app.py `read_json`).
+- /metrics on its own listener when `metrics.port` is set (control/api/app.py build_metrics_app).
 - Concurrent connections per source address: `http.max_connections_per_source`. A connection
   over the cap gets a fixed `429` response and is closed at accept, before aiohttp parses a
   byte of it; counted in telesfu_http_connections_refused_total.
@@ -135,8 +136,12 @@ class GuardedSite(web.BaseSite):
             lambda: _Guarded(server, limits), self._host, self._port, reuse_address=True)
 
 
+class ListenError(Exception):
+    """A listener could not bind its address."""
+
+
 class HttpServer:
-    """The node's listeners."""
+    """The node's listeners: the main one, and /metrics on its own when metrics.port is set."""
 
     def __init__(self, config: Config, metrics: Metrics) -> None:
         self.config = config
@@ -144,6 +149,7 @@ class HttpServer:
                                    metrics.http_connections_refused.labels("per_source"))
         self._runners: list[web.AppRunner] = []
         self.port = 0
+        self.metrics_port = 0
 
     async def _listen(self, app: web.Application, host: str, port: int) -> int:
         http = self.config.http
@@ -154,13 +160,19 @@ class HttpServer:
         await runner.setup()
         self._runners.append(runner)
         site = GuardedSite(runner, host, port, self.limits)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as e:
+            raise ListenError(f"cannot listen on {host}:{port}: {e.strerror}") from e
         return site.port
 
-    async def start(self, app: web.Application) -> None:
-        """Listen on http.host:http.port. Raises OSError."""
+    async def start(self, app: web.Application, metrics_app: web.Application | None = None) -> None:
+        """Listen on http.host:http.port, and metrics.host:metrics.port for metrics_app. Raises ListenError."""
         try:
             self.port = await self._listen(app, self.config.http.host, self.config.http.port)
+            if metrics_app is not None:
+                m = self.config.metrics
+                self.metrics_port = await self._listen(metrics_app, m.host, m.port)
         except BaseException:
             await self.stop()
             raise

@@ -55,15 +55,33 @@ class UnjoinedGate:
 
 GATE = web.AppKey("signaling_unjoined_gate", UnjoinedGate)
 
-# The page needs camera/microphone, its own scripts and a WebSocket to this origin; nothing else.
-_PAGE_HEADERS = {
-    "Cache-Control": "no-store",
-    "Content-Security-Policy": "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data: blob:; "
-                               "media-src 'self' blob: mediastream:; style-src 'self'; script-src 'self'; "
-                               "frame-ancestors *",
-    "Permissions-Policy": "camera=(self), microphone=(self)",
-    "Referrer-Policy": "no-referrer",
-}
+PAGE_HEADERS = web.AppKey("signaling_page_headers", dict)
+
+
+def page_headers(frame_ancestors: list[str]) -> dict[str, str]:
+    """Headers of the join page and its files.
+
+    The page needs camera/microphone (and screen capture), its own scripts and styles, and
+    WebSockets (to this node, or another one a `redirect` names); nothing else: no plugins,
+    forms or <base>. The token is in the URL's fragment, which browsers never send, and
+    no-referrer keeps the rest of the URL out of other sites' logs. No site may frame the
+    page unless http.frame_ancestors names it (clickjacking of the admit/deny buttons).
+    """
+    ancestors = " ".join(frame_ancestors) if frame_ancestors else "'none'"
+    headers = {
+        "Cache-Control": "no-store",
+        "Content-Security-Policy": "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data: blob:; "
+                                   "media-src 'self' blob: mediastream:; style-src 'self'; script-src 'self'; "
+                                   "object-src 'none'; base-uri 'none'; form-action 'none'; "
+                                   f"frame-ancestors {ancestors}",
+        "Permissions-Policy": "camera=(self), microphone=(self), display-capture=(self), geolocation=(), "
+                              "payment=(), usb=()",
+        "Referrer-Policy": "no-referrer",
+        "X-Content-Type-Options": "nosniff",
+    }
+    if not frame_ancestors:
+        headers["X-Frame-Options"] = "DENY"
+    return headers
 
 
 async def rtc(request: web.Request) -> web.StreamResponse:
@@ -106,7 +124,15 @@ def _refusal(status: int, code: str, message: str) -> web.Response:
 
 
 async def join_page(request: web.Request) -> web.StreamResponse:
-    return web.FileResponse(WEB_DIR / "index.html", headers=_PAGE_HEADERS)
+    return web.FileResponse(WEB_DIR / "index.html", headers=request.app[PAGE_HEADERS])
+
+
+async def _static_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """The page's files get its headers too (not no-store: their URLs carry a version)."""
+    if request.path.startswith("/web/"):
+        for k, v in request.app[PAGE_HEADERS].items():
+            if k != "Cache-Control":
+                response.headers[k] = v
 
 
 def add_signaling(app: web.Application, node: Any) -> None:
@@ -117,6 +143,8 @@ def add_signaling(app: web.Application, node: Any) -> None:
 
     cfg = node.config.signaling
     app[GATE] = UnjoinedGate(cfg.max_unjoined_per_source, cfg.max_unjoined)
+    app[PAGE_HEADERS] = page_headers(node.config.http.frame_ancestors)
+    app.on_response_prepare.append(_static_headers)
 
     async def hub_ctx(app: web.Application) -> Any:
         app[HUB] = Hub(node)

@@ -10,7 +10,7 @@ from typing import Any
 
 import aiohttp
 
-from control.api.app import build_app
+from control.api.app import build_app, build_metrics_app
 from control.config import Config
 from control.domain.models import format_time, utcnow
 from control.http_server import HttpServer
@@ -89,7 +89,7 @@ async def live_node(config: Config | None = None, store: Any = None, *, media: b
     app = build_app(node)
     cfg.http.host, cfg.http.port = "127.0.0.1", 0
     server = HttpServer(cfg, node.metrics)  # the listener `telesfu serve` uses, with its limits
-    await server.start(app)
+    await server.start(app, build_metrics_app(node))
     port = cfg.http.port = server.port
     async with aiohttp.ClientSession() as http:
         try:

@@ -82,6 +82,16 @@ def metrics_middleware(node: Node) -> Any:
     return mw
 
 
+def _bearer_matches(request: web.Request, keys: list[bytes]) -> bool:
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    ok = False
+    if scheme.lower() == "bearer" and given:
+        g = given.strip().encode()
+        for k in keys:  # compare against every key: time does not tell which matched
+            ok |= hmac.compare_digest(g, k)
+    return ok
+
+
 def auth_middleware(api_keys: list[str]) -> Any:
     keys = [k.encode() for k in api_keys]
 
@@ -89,14 +99,7 @@ def auth_middleware(api_keys: list[str]) -> Any:
     async def mw(request: web.Request, handler: Handler) -> web.StreamResponse:
         path = request.path
         if path.startswith("/v1/") and path not in _PUBLIC and path != "/v1/rtc":
-            header = request.headers.get("Authorization", "")
-            scheme, _, given = header.partition(" ")
-            ok = False
-            if scheme.lower() == "bearer" and given:
-                g = given.strip().encode()
-                for k in keys:  # compare against every key: time does not tell which matched
-                    ok |= hmac.compare_digest(g, k)
-            if not ok:
+            if not _bearer_matches(request, keys):
                 return error(401, "unauthorized", "a valid API key is required (Authorization: Bearer <key>)",
                              {"WWW-Authenticate": 'Bearer realm="telesfu"'})
         return await handler(request)
@@ -305,7 +308,12 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    resp = web.Response(body=generate_latest(request.app[NODE].metrics.registry))
+    node = request.app[NODE]
+    token = node.config.metrics.bearer_token
+    if token and not _bearer_matches(request, [token.encode()]):
+        return error(401, "unauthorized", "/metrics wants Authorization: Bearer <metrics.bearer_token>",
+                     {"WWW-Authenticate": 'Bearer realm="telesfu-metrics"'})
+    resp = web.Response(body=generate_latest(node.metrics.registry))
     resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
     return resp
 
@@ -338,7 +346,8 @@ def build_app(node: Node, *, manage_node: bool = True) -> web.Application:
     r.add_get("/v1/openapi.json", openapi)
     r.add_get("/healthz", healthz)
     r.add_get("/readyz", readyz)
-    r.add_get("/metrics", metrics)
+    if not node.config.metrics.port:  # else on its own listener: build_metrics_app
+        r.add_get("/metrics", metrics)
     if manage_node:
         async def lifecycle(app: web.Application) -> Any:
             await node.start()
@@ -353,4 +362,14 @@ def build_app(node: Node, *, manage_node: bool = True) -> web.Application:
     return app
 
 
-__all__ = ["build_app", "NODE", "Authority"]
+def build_metrics_app(node: Node) -> web.Application | None:
+    """/metrics alone, for its own listener (metrics.host:metrics.port); None when metrics.port is 0."""
+    if not node.config.metrics.port:
+        return None
+    app = web.Application(client_max_size=1024)
+    app[NODE] = node
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+__all__ = ["build_app", "build_metrics_app", "NODE", "Authority"]
