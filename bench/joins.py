@@ -382,6 +382,9 @@ class OwnedNode:
             "TELESFU_AUTH_API_KEYS": self.api_key,
             "TELESFU_TOKENS_KEYS": f"{self.signing[0]}={self.signing[1]}",
             "TELESFU_STORE_URL": "memory://",
+            # every simulated participant connects from 127.0.0.1: no per-source caps
+            "TELESFU_HTTP_MAX_CONNECTIONS_PER_SOURCE": "0",
+            "TELESFU_SIGNALING_MAX_UNJOINED_PER_SOURCE": "1000",
             "PYTHONUNBUFFERED": "1",
         })
         return env

@@ -375,7 +375,9 @@ class NodeTarget:
                "TELESFU_MEDIA_UDP_PORT": str(port), "TELESFU_MEDIA_WORKERS": str(workers),
                "TELESFU_MEDIA_LISTEN_IPS": "127.0.0.1", "TELESFU_MEDIA_ALLOWED_SOURCE_NETWORKS": "127.0.0.0/8",
                "TELESFU_AUTH_API_KEYS": BENCH_API_KEY, "TELESFU_TOKENS_KEYS": f"k1={BENCH_SIGNING_SECRET}",
-               "TELESFU_ROOMS_MAX_PARTICIPANTS": "100", "TELESFU_LOG_LEVEL": "WARNING"}
+               "TELESFU_ROOMS_MAX_PARTICIPANTS": "100", "TELESFU_LOG_LEVEL": "WARNING",
+               # every simulated participant connects from 127.0.0.1: no per-source caps
+               "TELESFU_HTTP_MAX_CONNECTIONS_PER_SOURCE": "0", "TELESFU_SIGNALING_MAX_UNJOINED_PER_SOURCE": "1000"}
         node = cls(f"http://127.0.0.1:{http_port}", BENCH_API_KEY)
         node.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-c", "import sys; from control.cli import main; sys.exit(main(['serve']))",

@@ -36,7 +36,7 @@ class HttpConfig:
     max_body_bytes: int = 64 * 1024
     # A connection must send a complete request (line and headers) within this long of being
     # accepted or of its last response, or it is closed: the slowloris guard and the idle timeout.
-    keepalive_timeout_seconds: float = 15.0
+    keepalive_timeout_seconds: float = 20.0  # longer than the 15 s idle pools of aiohttp and Node clients
     body_timeout_seconds: float = 10.0  # a request body must arrive within this long
     max_connections_per_source: int = 128  # open TCP connections per source address; 0: no cap
     # Origins that may embed the join page in a frame (CSP frame-ancestors); empty: none may.

@@ -6,7 +6,7 @@ public listener needs. `telesfu serve`, the tests and the bench all start them t
   while no complete request has arrived; bytes trickling in do not re-arm it. So
   `http.keepalive_timeout_seconds` bounds both how long a connection may take to send its
   request line and headers (slowloris) and how long an idle keep-alive connection is held.
-  (aiohttp's own default is 3,630 s.) Bodies are read within `http.body_timeout_seconds`
+  (aiohttp's own default is 3,630 s; ours is 20 s.) Bodies are read within `http.body_timeout_seconds`
   (control/api/app.py `read_json`).
 - /metrics on its own listener when `metrics.port` is set (control/api/app.py build_metrics_app).
 - Concurrent connections per source address: `http.max_connections_per_source`. A connection

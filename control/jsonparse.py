@@ -6,12 +6,14 @@ thousand nested brackets raise RecursionError, and `NaN`/`Infinity` are accepted
 JSON has no such values. `parse` refuses each of these with a `JsonInputError` whose
 `reason` is a stable code, before any of it reaches the caller:
 
-- `invalid_json`: not UTF-8, not JSON, or a non-standard constant (NaN, Infinity);
+- `invalid_json`: not UTF-8, not JSON, a non-standard constant (NaN, Infinity), or a string
+  holding a lone UTF-16 surrogate (`"\\ud800"`: no text, and not encodable as UTF-8 again);
 - `json_too_deep`: arrays/objects nested deeper than `max_depth` (default 32);
 - `json_number_too_long`: a number literal longer than `MAX_NUMBER_CHARS` characters.
 
 Cost: one C-speed parse; a number hook per numeric literal; the depth walk runs only when
-the text holds more opening brackets than `max_depth` (a normal message holds a few).
+the text holds more opening brackets than `max_depth` (a normal message holds a few), the
+surrogate walk only when it holds a `\\u` escape.
 """
 
 from __future__ import annotations
@@ -78,6 +80,8 @@ def parse(data: str | bytes, *, max_depth: int = MAX_DEPTH) -> Any:
         raise JsonInputError("invalid_json", f"not valid JSON: {e.msg} at character {e.pos}") from None
     if text.count("[") + text.count("{") > max_depth and _too_deep(value, max_depth):
         raise JsonInputError("json_too_deep", f"arrays and objects nest at most {max_depth} deep")
+    if "\\u" in text and _has_lone_surrogate(value):
+        raise JsonInputError("invalid_json", "a string holds a lone UTF-16 surrogate")
     return value
 
 
@@ -96,4 +100,23 @@ def _too_deep(value: Any, max_depth: int) -> bool:
         for v in level:
             below.extend([c for c in (v.values() if v.__class__ is dict else v) if c.__class__ in _CONTAINERS])
         level = below
+    return False
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """Whether a string (key or value) in an already depth-checked value cannot be encoded as UTF-8."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if v.__class__ is str:
+            if not v.isascii():
+                try:
+                    v.encode("utf-8")
+                except UnicodeEncodeError:
+                    return True
+        elif v.__class__ is dict:
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif v.__class__ is list:
+            stack.extend(v)
     return False

@@ -41,6 +41,7 @@ PROVIDER = {"name": "Dr P", "teletherapy_enabled": True}
     (b'{"name": "Dr P", "x": ' + b"[" * 33 + b"]" * 33 + b"}", "nesting past 32"),
     (b'{"name": "Dr P", "teletherapy_enabled": ' + b"1" * 5000 + b"}", "5,000-digit integer (ValueError)"),
     (b'{"name": "Dr P", "teletherapy_enabled": NaN}', "NaN"),
+    (b'{"name": "Dr \\ud800"}', "a lone surrogate (not text; cannot be encoded as UTF-8)"),
 ])
 async def test_hostile_json_bodies_get_400_invalid_json(live, caplog, raw, what):
     before = await snapshot(live)
@@ -172,3 +173,29 @@ async def test_connections_per_source_are_capped_at_accept(live):
             await asyncio.sleep(0.05)
         else:
             raise AssertionError("127.0.0.1 was not served again after one of its connections closed")
+
+
+_HOSTILE_BODIES = [
+    b"[" * 5000 + b"]" * 5000, b"1" * 5000, b'{"a": ' + b"9" * 5000 + b"}", b"NaN", b'{"x": -Infinity}',
+    b"\xed\xa0\x80", b'"\\ud800"', b'{"name": "\\ud800", "participant_id": "\\udfff"}', b"\x00", b"{}" * 100,
+    b'{"name": {"a": [1]}, "provider_id": [], "client_ids": {"a": 1}, "telehealth": "yes", "starts_at": 5, '
+    b'"ends_at": null, "status": ["scheduled"], "max_participants": 1e400, "participant_id": 12, '
+    b'"reason": {}, "kind": [], "muted": "no"}',
+    b'{"starts_at": "0001-01-01T00:00:00+23:59", "ends_at": "9999-12-31T23:59:59-23:59", "provider_id": "p", '
+    b'"client_ids": ["c"], "telehealth": true}',
+    b'{"client_ids": ["' + b'", "'.join(b"c%d" % i for i in range(5000)) + b'"]}',
+]
+_ROUTES = [("PUT", "/v1/providers/p1"), ("PUT", "/v1/clients/c1"), ("PUT", "/v1/appointments/a1"),
+           ("POST", "/v1/appointments/a1/tokens"), ("POST", "/v1/rooms/a1/participants/c1/admit"),
+           ("POST", "/v1/rooms/a1/participants/c1/deny"), ("POST", "/v1/rooms/a1/participants/c1/mute"),
+           ("POST", "/v1/rooms/a1/participants/c1/remove"), ("POST", "/v1/rooms/a1/admit_all")]
+
+
+async def test_no_route_answers_a_hostile_body_with_500(live, caplog):
+    await live.setup_appointment("a1", provider="p1", clients=("c1",))
+    for method, path in _ROUTES:
+        for raw in _HOSTILE_BODIES:
+            s, b = await live.call(method, path, data=raw, headers={"Content-Type": "application/json"})
+            assert s < 500, (method, path, raw[:60], s, b)
+            assert isinstance(b, dict) and b.get("error", {}).get("code") or s < 300, (method, path, raw[:60], b)
+    no_tracebacks(caplog)
