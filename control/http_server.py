@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -76,8 +76,8 @@ class _Guarded(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         source = str(peer[0]) if peer else ""
         if not self._limits.acquire(source):
-            assert isinstance(transport, asyncio.Transport)
-            transport.write(_REFUSED)
+            # uvloop's transports are not asyncio.Transport subclasses: no isinstance check here
+            cast(asyncio.Transport, transport).write(_REFUSED)
             transport.close()
             return
         self._source = source

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -88,3 +89,44 @@ def test_serve_on_redis(redis_url):
         proc.terminate()
         out, _ = proc.communicate(timeout=15)
     assert proc.returncode == 0, out
+
+
+def test_serve_caps_connections_times_out_silent_ones_and_can_move_metrics():
+    """The listener limits under `telesfu serve` itself (uvloop): a third connection from one
+    address gets 429 at accept, silent connections are closed by the header timeout, and
+    /metrics answers only on its own port, with its bearer token."""
+    import socket
+
+    port, metrics_port, token = free_port(), free_port(), "metrics-token-0123456789"
+    proc = start({"TELESFU_HTTP_PORT": str(port), "TELESFU_HTTP_MAX_CONNECTIONS_PER_SOURCE": "2",
+                  "TELESFU_HTTP_KEEPALIVE_TIMEOUT_SECONDS": "1", "TELESFU_METRICS_PORT": str(metrics_port),
+                  "TELESFU_METRICS_BEARER_TOKEN": token})
+    socks: list[socket.socket] = []
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(url)
+        time.sleep(1.5)  # wait_ready's connections are closed by now
+        for _ in range(3):
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            socks.append(s)
+        assert socks[2].recv(200).startswith(b"HTTP/1.1 429"), "the third connection is refused at accept"
+        for s in socks[:2]:  # silent: closed by the header timeout (1 s here)
+            assert s.recv(200) == b""
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(url + "/metrics", timeout=2)
+        assert e.value.code == 404
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2)
+        assert e.value.code == 401
+        req = urllib.request.Request(f"http://127.0.0.1:{metrics_port}/metrics",
+                                     headers={"Authorization": f"Bearer {token}"})
+        text = urllib.request.urlopen(req, timeout=2).read().decode()
+        assert 'telesfu_http_connections_refused_total{reason="per_source"} 1.0' in text
+    finally:
+        for s in socks:
+            s.close()
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=15)
+    assert proc.returncode == 0, out
+    assert f"http://127.0.0.1:{metrics_port}/metrics   (Authorization: Bearer <metrics.bearer_token>)" in out
+    assert "Traceback" not in out
