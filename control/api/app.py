@@ -282,7 +282,7 @@ async def get_audit(request: web.Request) -> web.Response:
     if not _LIMIT_RE.fullmatch(limit_s) or not 1 <= int(limit_s) <= 10000:  # ASCII digits only: int() takes "²"
         raise RequestError("invalid_parameter", "limit must be an integer from 1 to 10000")
     after_s = request.query.get("after", "")
-    if after_s and (not after_s.isdigit() or len(after_s) > 18):
+    if after_s and not _AFTER_RE.fullmatch(after_s):  # ASCII digits only, as for limit
         raise RequestError("invalid_parameter", "after must be an entry id (a decimal integer)")
     after = int(after_s) if after_s else None
     limit = int(limit_s)
@@ -294,6 +294,7 @@ async def get_audit(request: web.Request) -> web.Response:
 
 
 _LIMIT_RE = re.compile(r"[0-9]{1,5}")
+_AFTER_RE = re.compile(r"[0-9]{1,18}")
 
 
 async def healthz(request: web.Request) -> web.Response:
