@@ -391,6 +391,7 @@ def bench_config(store_url: str) -> Config:
     cfg = Config()
     cfg.auth.api_keys = [secrets.token_urlsafe(18)]
     cfg.tokens.keys = {"bench": secrets.token_hex(24)}
+    cfg.tokens.ttl_seconds = 86400  # the join mix is minted once for the whole run (verify caps exp - iat at it)
     cfg.http.port = 0
     cfg.store.url = store_url
     # the admission bench rejoins the same few participants as fast as it can: measure admission,

@@ -440,7 +440,7 @@ class Control:
         if signing is not None:
             from control.tokens import TokenService
 
-            self.tokens = TokenService({signing[0]: signing[1]}, ttl_seconds=3600)
+            self.tokens = TokenService({signing[0]: signing[1]})  # the default ttl: a node refuses longer
 
     async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         async with self.http.request(method, self.url + path, json=body, headers=self.headers) as resp:

@@ -58,7 +58,7 @@ async def register_demo(node: object) -> dict[str, str]:
     await node.store.put_appointment(apt)
     links = {}
     for pid, role, name in (("demo-provider", Role.PROVIDER, "Dr. Demo"), ("demo-client", Role.CLIENT, "Demo Client")):
-        t = node.tokens.mint(pid, role, apt.id, name, ttl_seconds=3600)
+        t = node.tokens.mint(pid, role, apt.id, name)
         links[pid] = f"{node.config.public_url()}/join#token={t.token}"
     return links
 

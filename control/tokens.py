@@ -6,6 +6,7 @@ key is used as an HMAC secret) and any other algorithm are refused as `token_inv
 
 from __future__ import annotations
 
+import base64
 import binascii
 import hashlib
 import hmac
@@ -21,6 +22,7 @@ import jwt.warnings
 
 from control.domain.admission import Code, JoinClaims
 from control.domain.models import Role
+from control.domain.text import unsafe_character
 
 AUDIENCE = "telesfu"
 ALGORITHM = "HS256"
@@ -56,6 +58,8 @@ class TokenService:
 
     def mint(self, participant_id: str, role: Role, appointment_id: str, name: str,
              now: float | None = None, ttl_seconds: int | None = None) -> MintedToken:
+        """A signed join token. `ttl_seconds` may shorten the configured lifetime (verify refuses
+        a token living longer than ttl + leeway, so a longer one would not work)."""
         iat = int(time.time() if now is None else now)
         exp = iat + (self.ttl_seconds if ttl_seconds is None else ttl_seconds)
         jti = secrets.token_urlsafe(12)
@@ -108,6 +112,9 @@ class TokenService:
         assert isinstance(exp, int) and isinstance(iat, int)
         if t >= exp + self.leeway_seconds:
             raise TokenError(Code.TOKEN_EXPIRED, "token expired")
+        if exp - iat > self.ttl_seconds + self.leeway_seconds:
+            # a key holder minting for year 9999 does not get a link that works forever
+            raise TokenError(Code.TOKEN_INVALID, "token lifetime longer than the configured ttl")
         if nbf is not None and t < nbf - self.leeway_seconds:
             raise TokenError(Code.TOKEN_INVALID, "token not yet valid")
         if iat > t + self.leeway_seconds:
@@ -115,6 +122,8 @@ class TokenService:
         sub, role, apt, name = claims.get("sub"), claims.get("role"), claims.get("apt"), claims.get("name", "")
         if not (isinstance(sub, str) and sub and isinstance(apt, str) and apt and isinstance(name, str)):
             raise TokenError(Code.TOKEN_INVALID, "sub, apt and name must be strings")
+        if unsafe_character(name) is not None:
+            raise TokenError(Code.TOKEN_INVALID, "name holds control, bidi or zero-width characters")
         try:
             role_v = Role(role)
         except ValueError:
@@ -132,13 +141,21 @@ class TokenService:
 
 
 def _b64url(segment: str) -> bytes | None:
-    """Strict base64url (no padding, nothing outside the alphabet), or None."""
-    if "=" in segment:
+    """Canonical base64url (no padding, nothing outside the alphabet, unused bits zero), or None.
+
+    Only one spelling of a given byte string is accepted: the decoded bytes must encode back
+    to the segment. Otherwise the last character of a signature could be changed (its unused
+    low bits flipped) and the token would still verify.
+    """
+    if "=" in segment or len(segment) % 4 == 1:
         return None
     try:
-        return binascii.a2b_base64((segment + "=" * (-len(segment) % 4)).translate(_TO_STANDARD), strict_mode=True)
+        raw = binascii.a2b_base64((segment + "=" * (-len(segment) % 4)).translate(_TO_STANDARD), strict_mode=True)
     except (binascii.Error, ValueError):
         return None
+    if base64.urlsafe_b64encode(raw).rstrip(b"=") != segment.encode("ascii"):
+        return None
+    return raw
 
 
 def _json_segment(segment: str) -> dict[str, object] | None:

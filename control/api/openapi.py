@@ -118,7 +118,8 @@ def _errors(*statuses: int) -> dict[str, Any]:
              404: "Not found", 405: "Method not allowed", 408: "The body did not arrive in time (body_timeout)",
              409: "Conflict with the current state",
              413: "Body too large", 422: "Well-formed but breaks a rule (unknown provider or client, "
-                                         "time range, roster size)", 503: "Store unavailable"}
+                                         "time range, roster size, a name with control characters)",
+             503: "Store unavailable"}
     with_body = (408,) if 413 in statuses else ()  # an operation that reads a body may time out reading it
     return {str(s): _json(_ref("Error"), words[s]) for s in (*statuses, *with_body, 401, 503)}
 
@@ -133,7 +134,7 @@ def _path_param(name: str, description: str) -> dict[str, Any]:
 
 def openapi_document(server_url: str) -> dict[str, Any]:
     apt = _path_param("id", "Appointment id")
-    put_errors = _errors(400, 413)
+    put_errors = _errors(400, 413, 422)
     action_ops = {}
     for action, body, result_desc in (
             ("admit", "AdmitIn", "Admit a waiting participant (or clear an absent one)"),

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from control.domain.models import Appointment, AppointmentStatus, Client, Provider, parse_time
+from control.domain.text import unsafe_character
 
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 ID_PATTERN = ID_RE.pattern
@@ -47,6 +48,16 @@ def _str(body: dict[str, Any], key: str, max_len: int = MAX_NAME) -> str:
     return v.strip()
 
 
+def _name(body: dict[str, Any], key: str) -> str:
+    """A display name: _str, and no bidi, zero-width or other control characters (422)."""
+    v = _str(body, key)
+    bad = unsafe_character(v)
+    if bad is not None:
+        raise RequestError("invalid_name", f"{key} may not contain control, bidi or zero-width characters "
+                                           f"(found {bad})", 422)
+    return v
+
+
 def _bool(body: dict[str, Any], key: str, default: bool | None = None) -> bool:
     if key not in body and default is not None:
         return default
@@ -79,13 +90,13 @@ def _time(body: dict[str, Any], key: str) -> datetime:
 
 def provider_from_body(provider_id: str, body: Any) -> Provider:
     b = _obj(body, {"name", "teletherapy_enabled", "waiting_room_enabled"}, {"name"})
-    return Provider(provider_id, _str(b, "name"), _bool(b, "teletherapy_enabled", False),
+    return Provider(provider_id, _name(b, "name"), _bool(b, "teletherapy_enabled", False),
                     _bool(b, "waiting_room_enabled", False))
 
 
 def client_from_body(client_id: str, body: Any) -> Client:
     b = _obj(body, {"name", "portal_account_active"}, {"name"})
-    return Client(client_id, _str(b, "name"), _bool(b, "portal_account_active", False))
+    return Client(client_id, _name(b, "name"), _bool(b, "portal_account_active", False))
 
 
 def appointment_from_body(appointment_id: str, body: Any, default_max: int) -> Appointment:

@@ -122,6 +122,19 @@ async def test_malformed_bodies(live, raw, code):
     assert await snapshot(live) == before
 
 
+@pytest.mark.parametrize("char", ["\u202e", "\u202a", "\u2066", "\u2069", "\u200e", "\u200f", "\u061c",
+                                  "\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\x07", "\u2028"])
+@pytest.mark.parametrize("kind", ["providers", "clients"])
+async def test_names_with_bidi_zero_width_or_control_characters_refused(live, kind, char):
+    """'Dr. Smith' + U+202E would render reversed in the provider's waiting list: 422 invalid_name."""
+    before = await snapshot(live)
+    s, b = await live.call("PUT", f"/v1/{kind}/x1", {"name": f"Dr. Smith{char}htimS"})
+    assert (s, b["error"]["code"]) == (422, "invalid_name"), b
+    assert await snapshot(live) == before
+    s, b = await live.call("PUT", f"/v1/{kind}/x1", {"name": "Zoë Ñandú-O'Brien 李"})
+    assert s == 201, b
+
+
 async def test_body_size_limit(live):
     s, b = await live.call("PUT", "/v1/providers/p1", data=b'{"name": "' + b"x" * 70_000 + b'"}',
                            headers={"Content-Type": "application/json"})

@@ -156,3 +156,51 @@ def test_hand_made_tokens_with_a_valid_signature_are_still_checked(case):
 def test_audience_list_containing_us_is_accepted():
     token = _signed(b64({"alg": "HS256", "typ": "JWT", "kid": "k1"}), b64(claims(aud=["x", "telesfu"])))
     assert service().verify(token, now=NOW).sub == "c1"
+
+
+def test_a_signature_with_a_non_canonical_last_character_is_refused():
+    """The last character of a 43-character signature carries 2 unused bits: flipping them gives
+    the same bytes under a lax decoder, so the altered token must not verify."""
+    s = service()
+    tok = s.mint("c1", Role.CLIENT, "a1", "C", now=NOW).token
+    h, p, sig = tok.split(".")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    i = alphabet.index(sig[-1])
+    siblings = [alphabet[(i & ~3) | low] for low in range(4) if (i & ~3) | low != i]
+    assert len(siblings) == 3
+    for c in siblings:
+        altered = f"{h}.{p}.{sig[:-1]}{c}"
+        assert base64.urlsafe_b64decode(altered.split(".")[2] + "=") == base64.urlsafe_b64decode(sig + "=")
+        assert s.check(altered, now=NOW) is Code.TOKEN_INVALID
+    assert s.verify(tok, now=NOW).sub == "c1"
+    # the claims segment is held to the same rule (re-signed, so only the spelling is wrong)
+    payload = b64(claims())
+    if len(payload) % 4 in (2, 3):
+        j = alphabet.index(payload[-1])
+        other = alphabet[j ^ 1]
+        assert s.check(_signed(b64({"alg": "HS256", "typ": "JWT", "kid": "k1"}), payload[:-1] + other),
+                       now=NOW) is Code.TOKEN_INVALID
+
+
+@pytest.mark.parametrize("exp,iat,code", [
+    (253402300799, NOW, Code.TOKEN_INVALID),      # year 9999
+    (NOW + 600 + 30 + 1, NOW, Code.TOKEN_INVALID),  # one second longer than ttl + leeway
+    (NOW + 600 + 30, NOW, None),                    # exactly ttl + leeway
+    (NOW + 600, NOW + 31, Code.TOKEN_INVALID),      # issued in the future beyond the leeway
+    (NOW + 600, NOW + 30, None),
+])
+def test_lifetime_capped_at_ttl_plus_leeway_and_iat_not_in_the_future(exp, iat, code):
+    tok = jwt.encode(claims(exp=exp, iat=iat, nbf=iat), K1, algorithm="HS256", headers={"kid": "k1"})
+    if code is None:
+        assert service().verify(tok, now=NOW).exp == exp
+    else:
+        assert service().check(tok, now=NOW) is code
+
+
+@pytest.mark.parametrize("char", ["\u202e", "\u2066", "\u200f", "\u061c", "\u200b", "\u2060", "\ufeff", "\x00",
+                                  "\n"])
+def test_a_name_claim_with_bidi_zero_width_or_control_characters_is_refused(char):
+    tok = jwt.encode(claims(name=f"Dr. P{char}x"), K1, algorithm="HS256", headers={"kid": "k1"})
+    assert service().check(tok, now=NOW) is Code.TOKEN_INVALID
+    ok = jwt.encode(claims(name="Zoë 李"), K1, algorithm="HS256", headers={"kid": "k1"})
+    assert service().verify(ok, now=NOW).name == "Zoë 李"
