@@ -503,7 +503,10 @@ async def finish_stop(aw: Awaitable[Any], limit: int = 30) -> int:
 
 async def admission_phase(node: Any, store_kind: str, practice: Practice, joins: list[str], waiting_room: bool,
                           args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
-    """Rounds of joins (timed) each followed by leaves (not timed), bounded by count and time."""
+    """Rounds of joins (timed) each followed by leaves (not timed), bounded by count and time.
+
+    Each round after the first mints the mix again (join tokens are single-use).
+    """
     concurrency = 1 if store_kind == "memory" else args.join_concurrency
     rooms = node.rooms
     codes: Counter[str] = Counter()
@@ -554,7 +557,8 @@ async def admission_phase(node: Any, store_kind: str, practice: Practice, joins:
         leaves += sum(1 for ok in leave_out if ok)
         leave_wall += time.perf_counter() - l0
         await asyncio.sleep(0)  # let the node's background tasks run between rounds
-        rng.shuffle(joins)
+        # tokens are single-use: the next round joins with the same mix freshly minted (not timed)
+        joins = plan_joins(practice, node.tokens, args.seed + rounds)
         progress.tick(wall, f"{decisions:>9,} decisions  {decisions / wall if wall else 0:>8,.0f}/s")
     progress.done(f"{decisions:>9,} decisions  {decisions / wall if wall else 0:>8,.0f}/s")
     if profiler is not None:

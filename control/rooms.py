@@ -121,7 +121,18 @@ class Rooms:
     # -- join ---------------------------------------------------------------------------------
 
     async def join(self, token: str, source: str = "") -> JoinResult:
-        """Admit (or refuse) a join. `source`: the connection's address, for rate limiting only."""
+        """Admission for a join token, in DESIGN's order. `source`: the connection's address, for
+        rate limiting only.
+
+        Tokens are single-use: once the signature, expiry and audience check out, the token's
+        jti is claimed in the store (SET NX with a TTL to exp + leeway on Redis, so on every
+        node) before anything else is looked at. A second use is refused with `token_used` and
+        changes nothing else; the participant it names stays where they are. The first use is
+        spent even when a later step refuses it (too early, room full, ...): the portal mints a
+        token per click, so opening the link again from the portal gets a fresh one, while a
+        copied token cannot be held back and used later when the refusal no longer applies.
+        Reconnecting goes through `resume`, not through the token.
+        """
         now = self.clock()
         if source and self._refusals_by_source.empty(source, self.monotonic()):
             return await self._refused(Decision(Code.RATE_LIMITED), None, None, None)
@@ -131,6 +142,10 @@ class Rooms:
         claims = checked
         if not self._joins.take(f"{claims.apt}\n{claims.sub}", self.monotonic()):
             return await self._refused(Decision(Code.RATE_LIMITED), claims, None, None, source)
+        assert claims.jti is not None  # verify() requires it
+        remember = max(1, int(claims.exp + self.tokens.leeway_seconds - now.timestamp()) + 1)
+        if not await self.store.claim_once(f"jti:{claims.jti}", remember):
+            return await self._refused(Decision(Code.TOKEN_USED), claims, None, None, source)
         apt, client = await self.store.get_many(claims.apt, claims.sub)
         provider = await self.store.get_provider(apt.provider_id) if apt else None
         if claims.role is not Role.CLIENT:

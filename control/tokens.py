@@ -27,7 +27,8 @@ from control.domain.text import unsafe_character
 AUDIENCE = "telesfu"
 ALGORITHM = "HS256"
 _MAX_TOKEN_BYTES = 4096
-_REQUIRED = ("sub", "role", "apt", "aud", "exp", "iat")
+_REQUIRED = ("sub", "role", "apt", "aud", "exp", "iat", "jti")
+_MAX_JTI = 128
 
 # Key length is checked by the config (and warned about at start-up), not per token.
 warnings.filterwarnings("ignore", category=jwt.warnings.InsecureKeyLengthWarning)
@@ -62,7 +63,7 @@ class TokenService:
         a token living longer than ttl + leeway, so a longer one would not work)."""
         iat = int(time.time() if now is None else now)
         exp = iat + (self.ttl_seconds if ttl_seconds is None else ttl_seconds)
-        jti = secrets.token_urlsafe(12)
+        jti = secrets.token_urlsafe(16)  # 128 random bits: unique per token (they are single-use)
         claims = {"sub": participant_id, "role": role.value, "apt": appointment_id, "name": name,
                   "aud": AUDIENCE, "iat": iat, "nbf": iat, "exp": exp, "jti": jti}
         token = jwt.encode(claims, self._keys[self._mint_kid], algorithm=ALGORITHM,
@@ -128,9 +129,10 @@ class TokenService:
             role_v = Role(role)
         except ValueError:
             raise TokenError(Code.TOKEN_INVALID, "unknown role") from None
-        jti = claims.get("jti")
-        return JoinClaims(sub=sub, role=role_v, apt=apt, name=name[:100], exp=exp, iat=iat, nbf=nbf,
-                          jti=jti if isinstance(jti, str) else None)
+        jti = claims["jti"]
+        if not isinstance(jti, str) or not jti or len(jti) > _MAX_JTI:
+            raise TokenError(Code.TOKEN_INVALID, "jti must be a non-empty string")
+        return JoinClaims(sub=sub, role=role_v, apt=apt, name=name[:100], exp=exp, iat=iat, nbf=nbf, jti=jti)
 
     def check(self, token: object, now: float | None = None) -> JoinClaims | Code:
         """verify() for admission: the claims, or the refusal code."""

@@ -28,6 +28,7 @@ RATE_BURST = 60.0
 CLOSE_CODES: dict[str, int] = {
     Code.TOKEN_INVALID.value: 4401,
     Code.TOKEN_EXPIRED.value: 4402,
+    Code.TOKEN_USED.value: 4403,
     Code.APPOINTMENT_NOT_FOUND.value: 4404,
     Code.NOT_TELEHEALTH.value: 4410,
     Code.APPOINTMENT_CANCELLED.value: 4411,

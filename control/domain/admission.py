@@ -1,8 +1,12 @@
 """Admission: who may enter a room, in DESIGN's order, as one pure function.
 
-token -> appointment exists -> telehealth -> status scheduled -> join window -> roster and
-role -> provider's teletherapy role -> client's portal account -> room open and not full ->
-waiting room -> admitted. Every refusal has its own stable code.
+token (signature, expiry, audience) -> token not used before (jti) -> appointment exists ->
+telehealth -> status scheduled -> join window -> roster and role -> provider's teletherapy role ->
+client's portal account -> room open and not full -> waiting room -> admitted. Every refusal
+has its own stable code.
+
+The jti step is not pure (it needs the store) and is taken by `Rooms.join` before this function
+runs; a verified token is used up by the attempt whatever the later steps decide (see there).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ class Code(StrEnum):
     TOKEN_INVALID = "token_invalid"
     TOKEN_EXPIRED = "token_expired"
     RATE_LIMITED = "rate_limited"  # too many joins by this participant, or refused joins from this source
+    TOKEN_USED = "token_used"  # single-use: this token's jti was seen before
     APPOINTMENT_NOT_FOUND = "appointment_not_found"
     NOT_TELEHEALTH = "not_telehealth"
     APPOINTMENT_CANCELLED = "appointment_cancelled"
@@ -58,6 +63,7 @@ MESSAGES: dict[Code, str] = {
     Code.TOKEN_INVALID: "This join link is not valid. Please open it again from your portal.",
     Code.TOKEN_EXPIRED: "This join link has expired. Please open it again from your portal.",
     Code.RATE_LIMITED: "Too many attempts to join. Please wait a minute and open your join link again.",
+    Code.TOKEN_USED: "This join link was already used. Please open it again from your portal.",
     Code.APPOINTMENT_NOT_FOUND: "This appointment could not be found.",
     Code.NOT_TELEHEALTH: "This appointment is not a telehealth appointment.",
     Code.APPOINTMENT_CANCELLED: "This appointment was cancelled.",
@@ -143,7 +149,8 @@ def decide(
     `room` is the room's current state, or None when it has not been opened yet.
     """
     if isinstance(token, Code):
-        return Decision(token if token in (Code.TOKEN_INVALID, Code.TOKEN_EXPIRED) else Code.TOKEN_INVALID)
+        return Decision(token if token in (Code.TOKEN_INVALID, Code.TOKEN_EXPIRED, Code.TOKEN_USED)
+                        else Code.TOKEN_INVALID)
     if appointment is None or appointment.id != token.apt:
         return Decision(Code.APPOINTMENT_NOT_FOUND)
     if not appointment.telehealth:

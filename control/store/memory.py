@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import replace
 
 from control.domain.models import Appointment, AuditEntry, Client, Provider, Room
@@ -22,7 +23,8 @@ from control.store.base import (
 class MemoryStore:
     kind = "memory"
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock  # for claim_once expiries
         self._providers: dict[str, Provider] = {}
         self._clients: dict[str, Client] = {}
         self._appointments: dict[str, Appointment] = {}
@@ -34,6 +36,7 @@ class MemoryStore:
         self._dead: list[WebhookEvent] = []
         self._reminders: dict[str, float] = {}
         self._once: dict[str, float] = {}  # key -> expiry (monotonic)
+        self._once_expiries: list[tuple[float, str]] = []  # heap, to forget expired keys
 
     async def ping(self) -> bool:
         return True
@@ -168,11 +171,17 @@ class MemoryStore:
             del self._reminders[appointment_id]
 
     async def claim_once(self, key: str, ttl_seconds: int) -> bool:
-        t = time.monotonic()
+        t = self._clock()
+        heap = self._once_expiries
+        while heap and heap[0][0] <= t:  # every join claims a jti: forget the expired ones
+            at, old = heapq.heappop(heap)
+            if self._once.get(old) == at:
+                del self._once[old]
         expiry = self._once.get(key)
         if expiry is not None and expiry > t:
             return False
         self._once[key] = t + ttl_seconds
+        heapq.heappush(heap, (t + ttl_seconds, key))
         return True
 
 

@@ -192,6 +192,44 @@ async def test_claim_once(store):
     assert await store.claim_once("k2", 60) is True
 
 
+async def test_a_jti_is_claimed_by_exactly_one_of_20_concurrent_uses(store):
+    """Single-use join tokens: 20 joins racing with one token, one wins; other ids are independent."""
+    results = await asyncio.gather(*(store.claim_once("jti:abc", 600) for _ in range(20)))
+    assert results.count(True) == 1
+    assert await store.claim_once("jti:abd", 600) is True
+
+
+async def test_a_jti_is_claimed_once_across_two_redis_connections(redis_url, redis_prefix):
+    """Two nodes (two connections to one Redis) race 20 uses of each of 10 tokens: one win per token."""
+    from control.store.redis import RedisStore
+
+    a, b = RedisStore.from_url(redis_url, redis_prefix), RedisStore.from_url(redis_url, redis_prefix)
+    try:
+        for n in range(10):
+            results = await asyncio.gather(*(s.claim_once(f"jti:t{n}", 60) for s in (a, b) for _ in range(10)))
+            assert results.count(True) == 1
+        ttl = await a._r.ttl(redis_prefix + "once:jti:t0")
+        assert 0 < ttl <= 60  # remembered until the token's expiry, then Redis forgets it
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_memory_claim_once_forgets_expired_keys():
+    t = [1000.0]
+    s = MemoryStore(clock=lambda: t[0])
+    assert await s.claim_once("jti:a", 10) is True
+    t[0] += 9.9
+    assert await s.claim_once("jti:a", 10) is False
+    t[0] += 0.2
+    assert await s.claim_once("jti:a", 10) is True  # expired: may be claimed again
+    for i in range(1000):
+        await s.claim_once(f"jti:{i}", 5)
+    t[0] += 60
+    await s.claim_once("jti:last", 5)
+    assert set(s._once) == {"jti:last"}  # one entry per live token, not one per join ever made
+
+
 async def test_open_store_reports_an_unreachable_redis():
     with pytest.raises(StoreError, match="cannot reach"):
         await open_store("redis://:secretpw@127.0.0.1:1/0")

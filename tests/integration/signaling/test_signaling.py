@@ -123,6 +123,37 @@ async def test_bad_tokens_are_refused(ln):
             await c.close()
 
 
+@pytest.mark.parametrize("waiting_room", [False, True])
+async def test_a_replayed_token_is_refused_and_the_rightful_participant_stays(ln, waiting_room):
+    """Join tokens are single-use: a second join with one gets token_used (4403), evicts nobody
+    (no `replaced`), skips no waiting room and changes nothing in the room."""
+    await ln.setup_appointment("a1", provider="prov", clients=("cli",), waiting_room=waiting_room)
+    pr = await client(ln, "a1", "prov")
+    c = await client(ln, "a1", "cli")
+    replay = None
+    try:
+        await pr.wait_for("joined")
+        await c.wait_for("waiting" if waiting_room else "joined")
+        room_before = (await ln.call("GET", "/v1/rooms/a1"))[1]
+        seen_by_provider = len(pr.messages)
+        replay = await SignalingClient(ln, c.token).connect()  # the same token, from another device
+        err = await replay.wait_for("error")
+        assert err["code"] == "token_used" and "already used" in err["message"]
+        assert await replay.wait_closed() == p.CLOSE_CODES["token_used"] == 4403
+        assert (await ln.call("GET", "/v1/rooms/a1"))[1] == room_before
+        await c.send({"type": "ping"})
+        await c.wait_for("pong")  # the rightful participant's socket is still open
+        assert c.close_code is None and "error" not in c.types()
+        assert pr.messages[seen_by_provider:] == []  # nobody reconnected, joined, left or waited anew
+        audit = (await ln.call("GET", "/v1/audit?appointment_id=a1"))[1]
+        assert [e["code"] for e in audit["entries"] if e["subject_id"] == "cli"][-1] == "token_used"
+    finally:
+        if replay is not None:
+            await replay.close()
+        await c.close()
+        await pr.close()
+
+
 async def test_bad_input_gets_an_error_and_changes_nothing(ln):
     await ln.setup_appointment("a1", provider="prov", clients=("cli", "cli2"), waiting_room=True)
     pr = await client(ln, "a1", "prov")
@@ -247,7 +278,7 @@ async def test_reconnect_within_grace_is_not_sent_back_to_the_waiting_room(ln):
         await c.publish()
         await c.ws.close()  # the socket drops
         assert (await pr.wait_for("participant_reconnecting"))["participant_id"] == "cli"
-        c2 = await SignalingClient(ln, c.token, AiortcParticipant("cli", "green")).connect()
+        c2 = await client(ln, "a1", "cli", AiortcParticipant("cli", "green"))  # a fresh token from the portal
         j = await c2.wait_for("joined")
         assert "waiting" not in c2.types()
         assert [x["participant_id"] for x in j["participants"]] == ["prov"]
@@ -300,7 +331,7 @@ async def test_a_worker_restart_sends_participants_to_reconnect(ln):
         assert (await c.wait_for("error"))["code"] == "media_restarted"
         assert await c.wait_closed() == p.CLOSE_SERVICE_RESTART
         await wait_until(lambda: all(w.proc.returncode is None for w in ln.node.media.workers), 20, "restart")
-        c2 = await SignalingClient(ln, c.token).connect()
+        c2 = await client(ln, "a1", "cli")
         await c2.wait_for("joined")  # back in, on the restarted worker
         await c2.close()
     finally:

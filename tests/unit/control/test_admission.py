@@ -48,6 +48,7 @@ CASES = [
     # (id, kwargs, expected code)
     ("token_invalid", dict(token=Code.TOKEN_INVALID), Code.TOKEN_INVALID),
     ("token_expired", dict(token=Code.TOKEN_EXPIRED), Code.TOKEN_EXPIRED),
+    ("token_used", dict(token=Code.TOKEN_USED), Code.TOKEN_USED),
     ("appointment_not_found", dict(apt=None), Code.APPOINTMENT_NOT_FOUND),
     ("appointment_of_other_id", dict(token=replace(CLIENT_CLAIMS, apt="other")), Code.APPOINTMENT_NOT_FOUND),
     ("not_telehealth", dict(apt=replace(APT, telehealth=False)), Code.NOT_TELEHEALTH),

@@ -29,7 +29,7 @@ def b64(d: dict) -> str:
 
 def claims(**over):
     c = {"sub": "c1", "role": "client", "apt": "a1", "name": "C", "aud": "telesfu", "iat": NOW, "nbf": NOW,
-         "exp": NOW + 600}
+         "exp": NOW + 600, "jti": "j1"}
     c.update(over)
     return c
 
@@ -41,6 +41,7 @@ def test_mint_then_verify_round_trip():
     assert (c.sub, c.role, c.apt, c.name, c.exp) == ("c1", Role.CLIENT, "a1", "Client One", NOW + 600)
     assert jwt.get_unverified_header(t.token)["kid"] == "k1"  # the first key mints
     assert c.jti == t.jti
+    assert len({s.mint("c1", Role.CLIENT, "a1", "C", now=NOW).jti for _ in range(1000)}) == 1000
 
 
 def test_rotation_both_keys_verify_and_a_removed_key_does_not():
@@ -67,7 +68,7 @@ def test_wrong_audience_refused():
     assert service().check(tok, now=NOW) is Code.TOKEN_INVALID
 
 
-@pytest.mark.parametrize("missing", ["sub", "role", "apt", "aud", "exp", "iat"])
+@pytest.mark.parametrize("missing", ["sub", "role", "apt", "aud", "exp", "iat", "jti"])
 def test_missing_claims_refused(missing):
     c = claims()
     del c[missing]
@@ -121,7 +122,8 @@ def test_unknown_kid_and_missing_kid_refused():
 
 
 def test_bad_claim_types_refused():
-    for over in ({"role": "admin"}, {"exp": "soon"}, {"sub": 7}, {"iat": True}, {"name": ["x"]}):
+    for over in ({"role": "admin"}, {"exp": "soon"}, {"sub": 7}, {"iat": True}, {"name": ["x"]}, {"jti": ""},
+                 {"jti": 5}, {"jti": "x" * 129}):
         tok = jwt.encode(claims(**over), K1, algorithm="HS256", headers={"kid": "k1"})
         assert service().check(tok, now=NOW) is Code.TOKEN_INVALID, over
 
