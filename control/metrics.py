@@ -56,6 +56,8 @@ class Metrics:
                                            registry=r)
         self.joins = Counter("telesfu_signaling_joins_total", "Joins by outcome (admitted, waiting, refused)",
                              ["outcome"], registry=r)
+        self.resumes = Counter("telesfu_resumes_total", "Resumes by outcome (admitted, waiting, refused_<why>)",
+                               ["outcome"], registry=r)
         self.signaling_errors = Counter("telesfu_signaling_errors_total",
                                         "Signaling messages refused, by error code", ["code"], registry=r)
         self.signaling_unjoined = Gauge("telesfu_signaling_unjoined_connections",

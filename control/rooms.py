@@ -15,6 +15,7 @@ from enum import StrEnum
 
 from control.config import AuditConfig, RoomsConfig
 from control.domain.admission import (
+    MESSAGES,
     Authority,
     Code,
     Decision,
@@ -39,7 +40,7 @@ from control.metrics import Metrics
 from control.ratelimit import KeyedBuckets
 from control.store.base import AuditPolicy, Store, StoreError
 from control.store.retry import BACKGROUND, retrying
-from control.tokens import TokenService
+from control.tokens import TokenService, new_resume_credential, resume_key
 from control.webhooks import Webhooks
 
 log = logging.getLogger("telesfu.rooms")
@@ -86,10 +87,29 @@ class JoinResult:
     appointment: Appointment | None
     room: Room | None  # the room after the join (None when refused before a room existed)
     message: str = ""  # what the person reads
+    resume: str = ""  # the resume credential of an accepted join
 
     @property
     def code(self) -> Code:
         return self.decision.code
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeResult:
+    """A resume: `admitted` or `waiting` (where the room holds the participant) or `resume_invalid`."""
+
+    code: Code
+    member: RoomMember | None = None  # who the credential names, as the room holds them
+    room: Room | None = None
+    resume: str = ""  # the next credential (the presented one no longer works)
+
+    @property
+    def refused(self) -> bool:
+        return self.code is Code.RESUME_INVALID
+
+    @property
+    def message(self) -> str:
+        return MESSAGES[self.code]
 
 
 class Rooms:
@@ -190,7 +210,59 @@ class Rooms:
         elif decision.code is Code.ADMITTED and (previous is None or previous.presence is not Presence.ADMITTED):
             await self.webhooks.emit("participant.joined", self._pdata(apt.id, member))
             self.events.publish(RoomEvent(RoomEventType.ADMITTED, apt.id, claims.sub, member))
-        return JoinResult(decision, claims, apt, after, decision.message)
+        resume = await self._new_resume(apt, after, claims.sub, now)
+        return JoinResult(decision, claims, apt, after, decision.message, resume)
+
+    # -- resume ---------------------------------------------------------------------------------
+
+    async def resume(self, credential: str) -> ResumeResult:
+        """Back into the room with a resume credential, whatever the join token's expiry.
+
+        The credential is bound to a participant, an appointment and a session (the room's
+        `opened_at`: a room everyone left and a later join reopened is a new session, and the
+        old credentials die with the old one). It works while the room holds the participant:
+        admitted or waiting, connected or within the reconnection grace; denied, removed, left,
+        or the room closed, and it is refused. It is rotated on every use: the presented one is
+        deleted (only one of two racing resumes wins) and a new one is returned. The waiting
+        room is not passed again: the participant comes back as the room holds them.
+        A refused resume writes nothing (and has no audit entry: an unknown credential names
+        no appointment).
+        """
+        key = resume_key(credential)
+        record = await self.store.get_resume(key) if key is not None else None
+        if key is None or record is None:
+            return self._resume_refused("unknown")
+        apt_id, pid = record.get("apt", ""), record.get("pid", "")
+        room = await self.store.get_room(apt_id) if apt_id else None
+        member = room.member(pid) if room is not None else None
+        if room is None or member is None or not room.is_open or format_time(room.opened_at) != record.get("session"):
+            return self._resume_refused("not_in_room")
+        if not await self.store.take_resume(key):
+            return self._resume_refused("used")  # another resume with it won
+        apt = await self.store.get_appointment(apt_id)
+        now = self.clock()
+        new = await self._new_resume(apt, room, pid, now)
+        code = Code.ADMITTED if member.presence is Presence.ADMITTED else Code.WAITING
+        await self._audit(apt_id, "resume", pid, pid, code.value)
+        self.metrics.resumes.labels(code.value).inc()
+        return ResumeResult(code, member, room, new)
+
+    def _resume_refused(self, why: str) -> ResumeResult:
+        self.metrics.resumes.labels(f"refused_{why}").inc()
+        return ResumeResult(Code.RESUME_INVALID)
+
+    async def _new_resume(self, apt: Appointment | None, room: Room, participant_id: str, now: datetime) -> str:
+        """Mint and store a credential for this participant in this session of the room.
+
+        Its record lives until an hour after the join window closes (the room cannot outlive
+        the window; an hour covers a later extension until the next rotation sets it again).
+        """
+        credential, key = new_resume_credential()
+        closes = self.window.closes_at(apt) if apt is not None else now
+        ttl = max(0, int((closes - now).total_seconds())) + 3600
+        await self.store.put_resume(key, {"apt": room.appointment_id, "pid": participant_id,
+                                          "session": format_time(room.opened_at)}, ttl)
+        return credential
 
     def window_message(self, apt: Appointment, now: datetime) -> str:
         if now < self.window.opens_at(apt):

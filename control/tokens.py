@@ -142,6 +142,33 @@ class TokenService:
             return e.code
 
 
+# -- resume credentials -----------------------------------------------------------------------
+
+RESUME_CREDENTIAL_CHARS = 43  # 32 random bytes, base64url without padding
+
+
+def new_resume_credential() -> tuple[str, str]:
+    """A fresh resume credential and the store key of its record.
+
+    The credential is 256 random bits the client keeps; the store holds only the SHA-256 of it
+    (a copy of the store does not hand out sessions), with what it is bound to.
+    """
+    credential = secrets.token_urlsafe(32)
+    return credential, _resume_key(credential)
+
+
+def resume_key(credential: object) -> str | None:
+    """The store key of a presented credential, or None when it cannot be one of ours."""
+    if not isinstance(credential, str) or len(credential) != RESUME_CREDENTIAL_CHARS \
+            or _b64url(credential) is None:
+        return None
+    return _resume_key(credential)
+
+
+def _resume_key(credential: str) -> str:
+    return hashlib.sha256(credential.encode("ascii")).hexdigest()
+
+
 def _b64url(segment: str) -> bytes | None:
     """Canonical base64url (no padding, nothing outside the alphabet, unused bits zero), or None.
 

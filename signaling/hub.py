@@ -154,25 +154,27 @@ class Hub:
         member = room.member(key[1]) if room else None
         if member is None or not gone():
             return
-        if member.presence is Presence.WAITING:
-            await self.rooms.leave(key[0], key[1], "left_waiting", still_gone=gone)
-        elif dropped:  # the connection dropped (or media restarted): keep the place for the grace period
-            self._arm_grace(key, announce=True)
+        waiting = member.presence is Presence.WAITING
+        if dropped:
+            # the connection dropped (or media restarted): keep the place for the grace period, in
+            # the waiting room or in the call, for a resume{credential} on a new socket
+            self._arm_grace(key, announce=not waiting, reason="left_waiting" if waiting else "disconnected")
         else:  # closed by the server for cause (rate limit, protocol error): gone now
-            await self.rooms.leave(key[0], key[1], "closed", still_gone=gone)
+            await self.rooms.leave(key[0], key[1], "left_waiting" if waiting else "closed", still_gone=gone)
 
-    def _arm_grace(self, key: Key, announce: bool) -> None:
+    def _arm_grace(self, key: Key, announce: bool, reason: str = "disconnected") -> None:
         old = self._grace.pop(key, None)
         if old is not None:
             old.cancel()
         if announce:
             self._to_joined(key[0], p.msg("participant_reconnecting", participant_id=key[1]))
-        self._grace[key] = asyncio.get_running_loop().call_later(self.grace_seconds, self._grace_expired, key)
+        self._grace[key] = asyncio.get_running_loop().call_later(self.grace_seconds, self._grace_expired, key,
+                                                                 reason)
 
-    def _grace_expired(self, key: Key) -> None:
+    def _grace_expired(self, key: Key, reason: str) -> None:
         self._grace.pop(key, None)
         if key not in self.sessions:
-            self._spawn(self.rooms.leave(key[0], key[1], "disconnected", still_gone=lambda: key not in self.sessions),
+            self._spawn(self.rooms.leave(key[0], key[1], reason, still_gone=lambda: key not in self.sessions),
                         "leave after grace")
 
     async def leave(self, session: Session) -> None:

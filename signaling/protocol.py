@@ -41,6 +41,7 @@ CLOSE_CODES: dict[str, int] = {
     Code.ROOM_CLOSED.value: 4430,
     Code.ROOM_FULL.value: 4431,
     Code.DENIED.value: 4432,
+    Code.RESUME_INVALID.value: 4405,  # resume{credential}: unknown, used before, or the room let them go
     "removed": 4433,
     "join_timeout": 4408,
     "protocol_error": 4400,
@@ -67,6 +68,14 @@ class FrameError(ProtocolError):
 @dataclass(frozen=True, slots=True)
 class Join:
     token: str
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """Instead of join, on a new socket: back into the room with the credential of the last
+    `joined` (or `waiting`), whatever the join token's expiry."""
+
+    credential: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,11 +137,11 @@ class Ping:
     pass
 
 
-Message = (Join | PublishOffer | SubscribeAnswer | Mute | Admit | AdmitAll | Deny | Remove | MuteParticipant
+Message = (Join | Resume | PublishOffer | SubscribeAnswer | Mute | Admit | AdmitAll | Deny | Remove | MuteParticipant
            | EndSession | Leave | Ping)
 
 # The messages a connection may open with; anything else first is refused (not_joined) and closed.
-FIRST_MESSAGES: tuple[type, ...] = (Join,)
+FIRST_MESSAGES: tuple[type, ...] = (Join, Resume)
 
 
 def _str(d: dict[str, Any], key: str, max_len: int, *, required: bool = True) -> str:
@@ -164,6 +173,8 @@ def parse_message(frame: str | bytes, max_bytes: int = MAX_FRAME_BYTES) -> Messa
     t = d.get("type")
     if t == "join":
         return Join(_str(d, "token", 4096))
+    if t == "resume":
+        return Resume(_str(d, "credential", 128))
     if t == "publish_offer":
         return PublishOffer(_str(d, "sdp", MAX_SDP_BYTES))
     if t == "subscribe_answer":

@@ -1,8 +1,13 @@
 """One participant's signaling session: a WebSocket and its state machine.
 
-new --join--> waiting --admitted--> joined --leave/removed/room closed--> closed
+new --join/resume--> waiting --admitted--> joined --leave/removed/room closed--> closed
         \\--refused--> closed                                          (a dropped socket while
-                                                                       joined: reconnect grace)
+                                                                       waiting or joined:
+                                                                       reconnect grace)
+
+`waiting` and `joined` carry `resume`, a credential for `resume{credential}` as the first
+message of a later socket: back in as the room holds the participant, whatever the join
+token's expiry; each use returns a new one in the next `waiting`/`joined`.
 
 Before join nothing is answered: the first frame must arrive within the join deadline
 (signaling.join_timeout_seconds, counted from accept, 4408 otherwise) and be one of
@@ -26,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
-from control.domain.admission import Authority, Code
+from control.domain.admission import MESSAGES, Authority, Code
 from control.domain.models import Presence, Role, format_time
 from control.media import MediaError
 from control.rooms import ActionError, Actor
@@ -66,6 +71,7 @@ class Session:
         self._writer: asyncio.Task[None] | None = None
         self.close_code: int | None = None
         self.left = False  # left on purpose (or was removed): no reconnect grace
+        self.resume = ""  # the credential this session hands out in waiting/joined
 
     # -- output ---------------------------------------------------------------------------------
 
@@ -175,9 +181,11 @@ class Session:
     async def _dispatch(self, m: p.Message) -> None:
         if self.state is State.NEW:  # nothing is answered before join, not even ping
             if not isinstance(m, p.FIRST_MESSAGES):
-                raise p.ProtocolError("not_joined", "the first message must be join{token}")
+                raise p.ProtocolError("not_joined", "the first message must be join{token} or resume{credential}")
             if isinstance(m, p.Join):
                 await self._join(m.token)
+            elif isinstance(m, p.Resume):
+                await self._resume(m.credential)
             return
         if isinstance(m, p.Ping):
             self.send(p.msg("pong"))
@@ -235,11 +243,37 @@ class Session:
         self.participant_id = result.claims.sub
         self.role = result.claims.role
         self.name = result.claims.name
+        self.resume = result.resume
         self.hub.attach(self)
         if code is Code.WAITING:
             self.state = State.WAITING
             self.send(p.msg("waiting", message=result.decision.message,
-                            provider_present=result.room.provider_present()))
+                            provider_present=result.room.provider_present(), resume=self.resume))
+            return
+        await self.enter()
+
+    async def _resume(self, credential: str) -> None:
+        """resume{credential}: the participant the room still holds, back on this socket (an
+        older socket of theirs is closed with `replaced`); no waiting room, no token."""
+        self.joined_at = time.monotonic()
+        result = await self.hub.rooms.resume(credential)
+        if result.refused or result.member is None or result.room is None:
+            self.hub.metrics.joins.labels("refused").inc()
+            self.send(p.error(result.code.value, result.message))
+            self.close(p.CLOSE_CODES[result.code.value], result.code.value)
+            return
+        self.hub.metrics.joins.labels("resumed").inc()
+        member = result.member
+        self.appointment_id = result.room.appointment_id
+        self.participant_id = member.participant_id
+        self.role = member.role
+        self.name = member.name
+        self.resume = result.resume
+        self.hub.attach(self)
+        if result.code is Code.WAITING:
+            self.state = State.WAITING
+            self.send(p.msg("waiting", message=MESSAGES[Code.WAITING],
+                            provider_present=result.room.provider_present(), resume=self.resume))
             return
         await self.enter()
 
@@ -258,6 +292,7 @@ class Session:
             "participant": {"participant_id": self.participant_id, "role": self.role.value if self.role else "",
                             "name": self.name},
             "participants": others,
+            "resume": self.resume,
         }
         if self.role is Role.PROVIDER:
             joined["waiting"] = [_waiting(m) for m in members if m.presence is Presence.WAITING]

@@ -44,13 +44,17 @@ class Code(StrEnum):
     ROOM_CLOSED = "room_closed"
     ROOM_FULL = "room_full"
     DENIED = "participant_denied"
+    # resume{credential} (not an admission step: a resumed participant never left the room)
+    RESUME_INVALID = "resume_invalid"
     # outcomes that let the participant in (or keep them waiting)
     WAITING = "waiting"
     ADMITTED = "admitted"
 
 
-# what `decide` can refuse with (RATE_LIMITED is the rooms service's, before it asks `decide`)
-REFUSALS: tuple[Code, ...] = tuple(c for c in Code if c not in (Code.WAITING, Code.ADMITTED, Code.RATE_LIMITED))
+# what `decide` can refuse with (RATE_LIMITED is the rooms service's, before it asks `decide`;
+# RESUME_INVALID refuses a resume, not a join)
+REFUSALS: tuple[Code, ...] = tuple(c for c in Code if c not in (Code.WAITING, Code.ADMITTED, Code.RATE_LIMITED,
+                                                                Code.RESUME_INVALID))
 
 _STATUS_CODES = {
     AppointmentStatus.CANCELLED: Code.APPOINTMENT_CANCELLED,
@@ -76,6 +80,7 @@ MESSAGES: dict[Code, str] = {
     Code.ROOM_CLOSED: "This session has ended.",
     Code.ROOM_FULL: "This session is full.",
     Code.DENIED: "Your provider did not admit you to this session.",
+    Code.RESUME_INVALID: "This session can no longer be resumed. Please open your join link again from your portal.",
     Code.WAITING: "Please wait, your provider will let you in soon.",
     Code.ADMITTED: "Welcome.",
 }

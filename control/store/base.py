@@ -118,7 +118,16 @@ class Store(Protocol):
     async def due_reminders(self, now: float, limit: int) -> list[tuple[str, float]]: ...
     async def finish_reminder(self, appointment_id: str, due: float) -> None:
         """Drop the reminder if it is still due at `due` (a reschedule in between keeps it)."""
-    async def claim_once(self, key: str, ttl_seconds: int) -> bool: ...
+    async def claim_once(self, key: str, ttl_seconds: int) -> bool:
+        """True for the first claim of `key` until `ttl_seconds` pass (atomic, on every node)."""
+
+    # resume credentials: a record per credential hash, what it is bound to
+    async def put_resume(self, key: str, record: dict[str, str], ttl_seconds: int) -> None:
+        """Store the record of a new credential for record["apt"], record["pid"]; that
+        participant's previous credential (if any) stops working, atomically."""
+    async def get_resume(self, key: str) -> dict[str, str] | None: ...
+    async def take_resume(self, key: str) -> bool:
+        """Delete the record; True only for the one caller that deleted it (rotation's winner)."""
 
 
 async def open_store(url: str) -> Store:

@@ -37,6 +37,9 @@ class MemoryStore:
         self._reminders: dict[str, float] = {}
         self._once: dict[str, float] = {}  # key -> expiry (monotonic)
         self._once_expiries: list[tuple[float, str]] = []  # heap, to forget expired keys
+        self._resume: dict[str, tuple[dict[str, str], float]] = {}  # key -> (record, expiry)
+        self._resume_expiries: list[tuple[float, str]] = []
+        self._resume_of: dict[tuple[str, str], str] = {}  # (apt, pid) -> their live credential's key
 
     async def ping(self) -> bool:
         return True
@@ -183,6 +186,40 @@ class MemoryStore:
         self._once[key] = t + ttl_seconds
         heapq.heappush(heap, (t + ttl_seconds, key))
         return True
+
+    async def put_resume(self, key: str, record: dict[str, str], ttl_seconds: int) -> None:
+        t = self._clock()
+        heap = self._resume_expiries
+        while heap and heap[0][0] <= t:
+            at, old = heapq.heappop(heap)
+            item = self._resume.get(old)
+            if item is not None and item[1] == at:
+                self._drop_resume(old)
+        owner = (record["apt"], record["pid"])
+        previous = self._resume_of.get(owner)
+        if previous is not None:
+            self._drop_resume(previous)
+        self._resume[key] = (dict(record), t + ttl_seconds)
+        self._resume_of[owner] = key
+        heapq.heappush(heap, (t + ttl_seconds, key))
+
+    async def get_resume(self, key: str) -> dict[str, str] | None:
+        item = self._resume.get(key)
+        if item is None or item[1] <= self._clock():
+            return None
+        return dict(item[0])
+
+    async def take_resume(self, key: str) -> bool:
+        item = self._resume.get(key)
+        self._drop_resume(key)
+        return item is not None and item[1] > self._clock()
+
+    def _drop_resume(self, key: str) -> None:
+        item = self._resume.pop(key, None)
+        if item is not None:
+            owner = (item[0]["apt"], item[0]["pid"])
+            if self._resume_of.get(owner) == key:
+                del self._resume_of[owner]
 
 
 def _drop_older(log: list[AuditEntry], before: float) -> int:

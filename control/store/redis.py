@@ -135,6 +135,18 @@ return dropped
 """
 
 
+# A participant's new resume credential: KEYS record, owner index; ARGV record JSON, ttl, key
+# prefix of records. The owner's previous record is deleted, so one credential is live per
+# participant and appointment.
+_PUT_RESUME = """
+local previous = redis.call('GET', KEYS[2])
+if previous then redis.call('DEL', ARGV[3] .. previous) end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
+redis.call('SET', KEYS[2], ARGV[4], 'EX', tonumber(ARGV[2]))
+return 1
+"""
+
+
 class RedisStore:
     kind = "redis"
 
@@ -146,6 +158,7 @@ class RedisStore:
         self._room_cas = client.register_script(_ROOM_CAS)
         self._audit = client.register_script(_AUDIT)
         self._prune_audit = client.register_script(_PRUNE_AUDIT)
+        self._put_resume = client.register_script(_PUT_RESUME)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "telesfu:") -> RedisStore:
@@ -336,6 +349,18 @@ class RedisStore:
 
     async def claim_once(self, key: str, ttl_seconds: int) -> bool:
         return bool(await self._run(self._r.set(self._k("once", key), "1", nx=True, ex=ttl_seconds)))
+
+    async def put_resume(self, key: str, record: dict[str, str], ttl_seconds: int) -> None:
+        await self._run(self._put_resume(
+            keys=[self._k("resume", key), self._k("resume_of", f"{record['apt']}/{record['pid']}")],
+            args=[_dump(record), max(1, ttl_seconds), self._k("resume", ""), key]))
+
+    async def get_resume(self, key: str) -> dict[str, str] | None:
+        v = await self._run(self._r.get(self._k("resume", key)))
+        return _load(v) if v else None
+
+    async def take_resume(self, key: str) -> bool:
+        return bool(await self._run(self._r.delete(self._k("resume", key))))
 
 
 def _dump(d: dict[str, Any]) -> str:
