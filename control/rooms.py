@@ -144,14 +144,18 @@ class Rooms:
         """Admission for a join token, in DESIGN's order. `source`: the connection's address, for
         rate limiting only.
 
-        Tokens are single-use: once the signature, expiry and audience check out, the token's
-        jti is claimed in the store (SET NX with a TTL to exp + leeway on Redis, so on every
-        node) before anything else is looked at. A second use is refused with `token_used` and
-        changes nothing else; the participant it names stays where they are. The first use is
-        spent even when a later step refuses it (too early, room full, ...): the portal mints a
-        token per click, so opening the link again from the portal gets a fresh one, while a
-        copied token cannot be held back and used later when the refusal no longer applies.
-        Reconnecting goes through `resume`, not through the token.
+        Tokens are single-use. Where the jti check sits: last, once every other rule has let the
+        join in (to the waiting room or the call), and before the room is written. Its jti is
+        then claimed in the store (SET NX with a TTL to exp + leeway on Redis, so on every node);
+        a use after the first is refused with `token_used` and changes nothing: the participant
+        it names stays where they are, nobody is `replaced`. A join refused for another reason
+        (too early, room full, denied, ...) does not spend the token, so "Try again" on such a
+        screen works while the token lives, and a refused join writes nothing but its audit
+        entry; a copy of such a token lets no one in that the rules would not (and it is minted
+        per click behind the portal sign-in, living minutes). The decision is taken on the room
+        as read, the claim follows, then the room is written atomically as before: if the room
+        changed in between so that the join is refused after all (it just filled up), the token
+        stays spent. Reconnecting goes through `resume`, not through the token.
         """
         now = self.clock()
         if source and self._refusals_by_source.empty(source, self.monotonic()):
@@ -163,9 +167,6 @@ class Rooms:
         if not self._joins.take(f"{claims.apt}\n{claims.sub}", self.monotonic()):
             return await self._refused(Decision(Code.RATE_LIMITED), claims, None, None, source)
         assert claims.jti is not None  # verify() requires it
-        remember = max(1, int(claims.exp + self.tokens.leeway_seconds - now.timestamp()) + 1)
-        if not await self.store.claim_once(f"jti:{claims.jti}", remember):
-            return await self._refused(Decision(Code.TOKEN_USED), claims, None, None, source)
         apt, client = await self.store.get_many(claims.apt, claims.sub)
         provider = await self.store.get_provider(apt.provider_id) if apt else None
         if claims.role is not Role.CLIENT:
@@ -193,6 +194,12 @@ class Rooms:
             after = base.with_member(member)
             return after, (decision, before, after)
 
+        _, (decision, _, current_room) = apply(await self.store.get_room(apt.id))
+        if decision.refused:  # refused on the room as it is: the token is not spent
+            return await self._refused(decision, claims, apt, current_room)
+        remember = max(1, int(claims.exp + self.tokens.leeway_seconds - now.timestamp()) + 1)
+        if not await self.store.claim_once(f"jti:{claims.jti}", remember):
+            return await self._refused(Decision(Code.TOKEN_USED, decision.role), claims, apt, current_room, source)
         decision, before, after = await self.store.update_room(apt.id, apply)
         if decision.refused:
             return await self._refused(decision, claims, apt, after)

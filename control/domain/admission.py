@@ -1,12 +1,12 @@
 """Admission: who may enter a room, in DESIGN's order, as one pure function.
 
-token (signature, expiry, audience) -> token not used before (jti) -> appointment exists ->
-telehealth -> status scheduled -> join window -> roster and role -> provider's teletherapy role ->
-client's portal account -> room open and not full -> waiting room -> admitted. Every refusal
-has its own stable code.
+token (signature, expiry, audience) -> appointment exists -> telehealth -> status scheduled ->
+join window -> roster and role -> provider's teletherapy role -> client's portal account ->
+room open and not full -> waiting room -> token not used before (jti) -> admitted or waiting.
+Every refusal has its own stable code.
 
-The jti step is not pure (it needs the store) and is taken by `Rooms.join` before this function
-runs; a verified token is used up by the attempt whatever the later steps decide (see there).
+The jti step is not pure (it needs the store): `Rooms.join` takes it after this function let
+the join in, so only a join that gets in spends its token (see there).
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ class Code(StrEnum):
     TOKEN_INVALID = "token_invalid"
     TOKEN_EXPIRED = "token_expired"
     RATE_LIMITED = "rate_limited"  # too many joins by this participant, or refused joins from this source
-    TOKEN_USED = "token_used"  # single-use: this token's jti was seen before
     APPOINTMENT_NOT_FOUND = "appointment_not_found"
     NOT_TELEHEALTH = "not_telehealth"
     APPOINTMENT_CANCELLED = "appointment_cancelled"
@@ -44,6 +43,7 @@ class Code(StrEnum):
     ROOM_CLOSED = "room_closed"
     ROOM_FULL = "room_full"
     DENIED = "participant_denied"
+    TOKEN_USED = "token_used"  # single-use: a join this token already let in (checked by Rooms.join)
     # resume{credential} (not an admission step: a resumed participant never left the room)
     RESUME_INVALID = "resume_invalid"
     # outcomes that let the participant in (or keep them waiting)
