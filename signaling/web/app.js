@@ -18,10 +18,15 @@
   const RECONNECT_DELAYS_MS = [300, 1000, 2000, 3000, 5000];
   const RECONNECT_GIVE_UP_MS = 90000;
   const TOKEN_KEY = "telesfu.token";
+  // The resume credential of the last `waiting`/`joined`: kept in memory and in sessionStorage
+  // (this tab only), so a dropped socket, a media restart (1012) and a reload of the page within
+  // the reconnection grace come back with resume{credential}, whatever the join token's expiry.
+  const RESUME_KEY = "telesfu.resume";
 
   // Close codes from signaling/protocol.py (a refused join closes with one of these).
   const CLOSE_CODES = {
-    4401: "token_invalid", 4402: "token_expired", 4404: "appointment_not_found",
+    4401: "token_invalid", 4402: "token_expired", 4403: "token_used", 4405: "resume_invalid",
+    4404: "appointment_not_found",
     4410: "not_telehealth", 4411: "appointment_cancelled", 4412: "appointment_completed",
     4413: "appointment_no_show", 4420: "outside_join_window", 4421: "not_on_roster",
     4422: "telehealth_not_enabled", 4423: "portal_account_required", 4430: "room_closed",
@@ -40,6 +45,14 @@
     token_expired: {
       icon: "i-clock", title: "This join link has expired — open it again from your portal",
       body: "Join links only work for a few minutes, to keep your session private.",
+    },
+    token_used: {
+      icon: "i-lock", title: "This join link was already used — open it again from your portal",
+      body: "Each join link works once, to keep your session private. Choose Join in your portal for a new one.",
+    },
+    resume_invalid: {
+      icon: "i-door", title: "We couldn't bring you back into the session",
+      body: "Your place in the session has ended. To join again, open your session from your portal.",
     },
     appointment_not_found: {
       icon: "i-calendar-x", title: "We couldn't find this appointment",
@@ -96,24 +109,22 @@
     removed: {
       icon: "i-door", title: "You were removed from the session",
       body: "Your provider ended your part in this session. If you think this is a mistake, please contact your provider's office.",
-      retry: true, retryLabel: "Ask to join again",
     },
     replaced: {
       icon: "i-info", title: "You joined from another window",
-      body: "This session is open somewhere else now: in another tab or on another device.",
-      retry: true, retryLabel: "Use this window instead",
+      body: "This session is open somewhere else now: in another tab or on another device. To use this window instead, open your session from your portal here.",
     },
     join_timeout: {
       icon: "i-wifi-off", title: "We couldn't connect you",
       body: "The connection took too long. Please check your internet connection and try again.", retry: true,
     },
     left: {
-      icon: "i-door", title: "You left the session", body: "You can rejoin while the session is still going.",
-      retry: true, retryLabel: "Rejoin",
+      icon: "i-door", title: "You left the session",
+      body: "To rejoin while the session is still going, open it again from your portal.",
     },
     left_waiting: {
-      icon: "i-door", title: "You left the waiting room", body: "You can come back while the session is still going.",
-      retry: true, retryLabel: "Return to the waiting room",
+      icon: "i-door", title: "You left the waiting room",
+      body: "To come back while the session is still going, open it again from your portal.",
     },
     connection_lost: {
       icon: "i-wifi-off", title: "We lost the connection",
@@ -143,6 +154,7 @@
     screen: "loading",
     phase: "idle", // idle | joining | waiting | admitted | joined | reconnecting | ended
     token: "",
+    resume: "", // the resume credential (see RESUME_KEY)
     claims: {},
     gen: 0, // bumped per connection attempt; callbacks of an older one are ignored
     ws: null,
@@ -265,7 +277,7 @@
     hint.textContent = hint.hidden ? "" : serverMessage;
     const actions = $("message-actions");
     actions.replaceChildren();
-    if (spec.retry && S.token) {
+    if (spec.retry && (S.token || S.resume)) {
       const b = document.createElement("button");
       b.type = "button";
       b.className = "btn btn-primary";
@@ -572,7 +584,9 @@
       if (gen !== S.gen) return;
       opened = true;
       S.lastFrameAt = Date.now();
-      ws.send(JSON.stringify({ type: "join", token: S.token }));
+      // back with the resume credential when there is one; the (single-use) token otherwise
+      note(S.resume ? "send resume" : "send join");
+      ws.send(JSON.stringify(S.resume ? { type: "resume", credential: S.resume } : { type: "join", token: S.token }));
       S.pingTimer = setInterval(() => {
         if (gen !== S.gen) return;
         if (Date.now() - S.lastFrameAt > SILENCE_MS) {
@@ -628,7 +642,7 @@
       endSession("room_closed");
       return;
     }
-    // a dropped socket or a media server restart (1012): join again with the same token
+    // a dropped socket or a media server restart (1012): resume with the credential
     if (S.phase === "joining" && !S.everJoined && !opened) {
       endSession("unreachable");
       return;
@@ -705,7 +719,19 @@
     if (S.role === "provider" && m.message) toast(`That didn't go through: ${m.message}`, 5000);
   }
 
+  function keepResume(credential) {
+    if (typeof credential !== "string" || !credential) return;
+    S.resume = credential;
+    try { sessionStorage.setItem(RESUME_KEY, credential); } catch (_) { /* private mode: memory only */ }
+  }
+
+  function dropResume() {
+    S.resume = "";
+    try { sessionStorage.removeItem(RESUME_KEY); } catch (_) { /* private mode */ }
+  }
+
   function onWaiting(m) {
+    keepResume(m.resume);
     S.phase = "waiting";
     S.reconnect.attempt = 0;
     clearTimeout(S.reconnect.timer);
@@ -728,6 +754,7 @@
   }
 
   function onJoined(m, gen) {
+    keepResume(m.resume);
     const wasReconnecting = S.phase === "reconnecting";
     S.phase = "joined";
     S.everJoined = true;
@@ -1438,8 +1465,13 @@
     if (dlg.open) dlg.close();
   }
 
+  // endings after which the room no longer holds this participant: the credential is dead
+  const GONE = new Set(["left", "left_waiting", "removed", "replaced", "participant_denied", "room_closed",
+    "resume_invalid", "token_used", "token_expired", "token_invalid"]);
+
   function endSession(code, serverMessage) {
     note(`end ${code}`);
+    if (GONE.has(code)) dropResume();
     S.phase = "ended";
     S.gen++;
     clearInterval(S.pingTimer);
@@ -1545,7 +1577,10 @@
     const params = new URLSearchParams(location.hash.replace(/^#/, ""));
     let token = params.get("token") || "";
     if (token) {
-      try { sessionStorage.setItem(TOKEN_KEY, token); } catch (_) { /* private mode */ }
+      try {
+        sessionStorage.setItem(TOKEN_KEY, token);
+        sessionStorage.removeItem(RESUME_KEY); // a fresh link from the portal: a fresh join
+      } catch (_) { /* private mode */ }
       // keep the token out of the address bar, bookmarks and screen shares
       history.replaceState(null, "", location.pathname + location.search);
     } else {
@@ -1602,14 +1637,14 @@
         location.reload();
       }
     });
-    window.addEventListener("pagehide", () => {
-      if (S.phase === "joined" || S.phase === "waiting") send({ type: "leave" });
-    });
+    // No leave on pagehide: a reload cannot be told from a closed tab, and a reload within the
+    // grace resumes (the credential is in sessionStorage); a closed tab leaves when the grace ends.
   }
 
   async function start() {
     wire();
     S.token = readToken();
+    try { S.resume = sessionStorage.getItem(RESUME_KEY) || ""; } catch (_) { S.resume = ""; }
     S.claims = S.token ? decodeClaims(S.token) : {};
     if (!S.token) {
       showMessage("no_token");

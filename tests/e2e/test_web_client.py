@@ -129,8 +129,8 @@ async def test_waiting_room_the_provider_admits_and_both_see_each_other(
         await provider.wait_for("pid => document.querySelector(`.tile[data-pid=\"${pid}\"] .mic-off`).hasAttribute('hidden')",
                                 "the client unmuted", arg=cl)
 
-        # the socket drops as when the media server restarts (1012): the client rejoins with the
-        # same token, within the grace period, and is not sent back to the waiting room
+        # the socket drops as when the media server restarts (1012): the client resumes with the
+        # credential of `joined`, within the grace period, and is not sent back to the waiting room
         before_client, before_provider = await client.decoded_from(), await provider.decoded_from()
         n_events = len(await client.events())
         await sockets[-1].close(code=1012, reason="media restarted")
@@ -144,6 +144,7 @@ async def test_waiting_room_the_provider_admits_and_both_see_each_other(
         await provider.wait_media_from([cl], baseline=before_provider)
         after = (await client.events())[n_events:]
         assert not [e for e in after if e.endswith("screen waiting")], after
+        assert [e for e in after if e.endswith("send resume")], after
         await _no_page_errors(client, provider)
     finally:
         await _close(client, provider)
@@ -226,7 +227,8 @@ async def test_group_session_everyone_sees_two_remote_videos(
         # one client leaves: they see that they left, the others go back to a 1:1 view
         await peers[2].page.click("#ctl-leave")
         state = await peers[2].wait_screen("message")
-        assert state["code"] == "left" and await peers[2].page.is_visible("#retry-btn"), state
+        # (a rejoin needs a fresh link from the portal: the token was spent, the credential died)
+        assert state["code"] == "left" and not await peers[2].page.is_visible("#retry-btn"), state
         for p in peers[:2]:
             await p.wait_for("pid => !document.querySelector(`.tile[data-pid=\"${pid}\"]`)", "the tile of who left", arg=c2)
             await p.wait_for("() => document.querySelector('#stage').dataset.layout === 'one'", "the 1:1 layout")
@@ -340,9 +342,11 @@ async def test_deny_and_remove_keep_the_client_out_until_admitted_again(
         await provider.wait_for("pid => !document.querySelector(`.tile[data-pid=\"${pid}\"]`)", "the removed tile gone", arg=cl)
         await provider.shot(out / "e-provider-after-remove.png")
 
-        # 5. asking to join again does not put them back in the call by itself
+        # 5. joining again (a fresh link: the used one is spent) does not put them back in the call by itself
+        assert not await client.page.is_visible("#retry-btn")
         before = await provider.decoded_from()
-        await client.page.click("#retry-btn")
+        await _reopen(client, await node.join_url(apt, cl))
+        await client.join()
         await client.page.wait_for_function("() => ['waiting', 'message'].includes(window.telesfu.state.screen)",
                                             timeout=15_000)
         await asyncio.sleep(1.0)
@@ -376,3 +380,67 @@ async def _reopen(peer: WebPeer, url: str) -> None:
     await peer.page.goto(url)
     await peer.wait_screen("prejoin")
     await peer.page.wait_for_function("() => !document.querySelector('#join-btn').disabled")
+
+
+async def test_a_drop_after_the_join_token_expired_resumes(
+        telesfu_node: TelesfuNode, web_browser: Browser, out: Path) -> None:
+    """Minute 45 of a session, in short: the client's token is past exp + leeway when its socket
+    drops (1012); the page resumes with its credential, back in the call without the waiting
+    room, and media flows both ways again."""
+    import secrets
+    import time
+
+    import jwt
+
+    from tests.e2e.web_helpers import SIGNING_SECRET
+
+    node = telesfu_node
+    prov, cl, apt = uid("prov"), uid("client"), uid("apt")
+    await node.provider(prov, "Dr. Ada Brook", waiting_room=True)
+    await node.client(cl, "Kim Park")
+    await node.appointment(apt, prov, [cl])
+    # a token the portal minted ten minutes ago: it expires (exp + the node's 30 s leeway) in 6 s
+    now = int(time.time())
+    exp = now - 30 + 6
+    token = jwt.encode({"sub": cl, "role": "client", "apt": apt, "name": "Kim Park", "aud": "telesfu",
+                        "iat": exp - 600, "nbf": exp - 600, "exp": exp, "jti": secrets.token_urlsafe(16)},
+                       SIGNING_SECRET, algorithm="HS256", headers={"kid": "k1"})
+    client = provider = None
+    try:
+        provider = await WebPeer.open(web_browser, await node.join_url(apt, prov), "provider", DESKTOP)
+        await provider.join()
+        await provider.wait_screen("call")
+        client = await WebPeer.open(web_browser, f"{node.url}/join#token={token}", "client", PHONE)
+        sockets: list[WebSocketRoute] = []
+
+        def through(ws: WebSocketRoute) -> None:
+            ws.connect_to_server()
+            sockets.append(ws)
+
+        await client.page.route_web_socket("**/v1/rtc", through)
+        await client.join()
+        await client.wait_screen("waiting")
+        popup = provider.page.locator(f'.popup[data-pid="{cl}"]')
+        await popup.wait_for(timeout=10_000)
+        await popup.get_by_role("button", name="Admit Kim Park").click()
+        await client.wait_screen("call")
+        await client.wait_media_from([prov])
+        await provider.wait_media_from([cl])
+        # wait out the token (a subprocess's clock cannot be moved; this is not a timed assertion)
+        while time.time() < exp + 30 + 1:
+            await asyncio.sleep(0.25)
+        before_client, before_provider = await client.decoded_from(), await provider.decoded_from()
+        n_events = len(await client.events())
+        await sockets[-1].close(code=1012, reason="media restarted")
+        await client.wait_for("() => window.telesfu.state.reconnecting", "the reconnecting overlay", timeout=5)
+        await client.wait_for("() => window.telesfu.state.phase === 'joined' && !window.telesfu.state.reconnecting",
+                              "the client back in the call")
+        await client.wait_media_from([prov], baseline=before_client)
+        await provider.wait_media_from([cl], baseline=before_provider)
+        after = (await client.events())[n_events:]
+        assert [e for e in after if e.endswith("send resume")], after
+        assert not [e for e in after if e.endswith("screen waiting") or e.split(" ", 1)[-1].startswith("end ")], after
+        await client.shot(out / "f-client-resumed-after-token-expiry-phone.png")
+        await _no_page_errors(client, provider)
+    finally:
+        await _close(client, provider)
