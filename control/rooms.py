@@ -228,8 +228,9 @@ class Rooms:
         The credential is bound to a participant, an appointment and a session (the room's
         `opened_at`: a room everyone left and a later join reopened is a new session, and the
         old credentials die with the old one). It works while the room holds the participant:
-        admitted or waiting, connected or within the reconnection grace; denied, removed, left,
-        or the room closed, and it is refused. It is rotated on every use: the presented one is
+        admitted or waiting, connected or within the reconnection grace, in an appointment that
+        is still scheduled and inside its join window; denied, removed, left, the room closed,
+        the appointment cancelled, and it is refused. It is rotated on every use: the presented one is
         deleted (only one of two racing resumes wins) and a new one is returned. The waiting
         room is not passed again: the participant comes back as the room holds them.
         A refused resume writes nothing (and has no audit entry: an unknown credential names
@@ -244,10 +245,12 @@ class Rooms:
         member = room.member(pid) if room is not None else None
         if room is None or member is None or not room.is_open or format_time(room.opened_at) != record.get("session"):
             return self._resume_refused("not_in_room")
-        if not await self.store.take_resume(key):
-            return self._resume_refused("used")  # another resume with it won
         apt = await self.store.get_appointment(apt_id)
         now = self.clock()
+        if apt is None or apt.status is not AppointmentStatus.SCHEDULED or not self.window.contains(apt, now):
+            return self._resume_refused("appointment")  # cancelled, or the window closed, meanwhile
+        if not await self.store.take_resume(key):
+            return self._resume_refused("used")  # another resume with it won
         new = await self._new_resume(apt, room, pid, now)
         code = Code.ADMITTED if member.presence is Presence.ADMITTED else Code.WAITING
         await self._audit(apt_id, "resume", pid, pid, code.value)

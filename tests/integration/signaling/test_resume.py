@@ -246,3 +246,36 @@ async def test_a_room_everyone_left_is_a_new_session_and_old_credentials_die(ln)
     finally:
         await t.close()
         await pr2.close()
+
+
+async def test_resume_is_refused_when_the_appointment_is_no_longer_joinable(ln):
+    """The appointment turned cancelled (written straight to the store, before the room was
+    ended) or its join window closed: a resume is refused even though the room still holds them."""
+    from dataclasses import replace
+
+    from control.domain.models import AppointmentStatus
+
+    await ln.setup_appointment("a1", provider="prov", clients=("cli",))
+    c = await joined(ln, "a1", "cli")
+    tries = []
+    try:
+        credential = c.of_type("joined")[0]["resume"]
+        await c.ws.close()
+        await wait_until(lambda: ("a1", "cli") in ln.hub._grace, 5, "the grace timer")
+        apt = await ln.node.store.get_appointment("a1")
+        await ln.node.store.put_appointment(replace(apt, status=AppointmentStatus.CANCELLED))
+        t = await resumed(ln, credential)
+        tries.append(t)
+        assert (await t.wait_for("error"))["code"] == "resume_invalid"
+        await ln.node.store.put_appointment(apt)
+        advance(ln, 51 * 60 + 30 * 60)  # past the end of the join window
+        t = await resumed(ln, credential)
+        tries.append(t)
+        assert (await t.wait_for("error"))["code"] == "resume_invalid"
+        advance(ln, 0)
+        t = await resumed(ln, credential)  # refusals spent nothing: it still works
+        tries.append(t)
+        await t.wait_for("joined")
+    finally:
+        for x in (*tries, c):
+            await x.close()
