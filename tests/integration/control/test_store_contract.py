@@ -215,6 +215,40 @@ async def test_a_jti_is_claimed_once_across_two_redis_connections(redis_url, red
         await b.close()
 
 
+async def test_resume_records_one_live_per_participant_taken_once(store):
+    rec = {"apt": "a1", "pid": "c1", "session": "2026-03-02T15:00:00Z"}
+    await store.put_resume("k1", rec, 600)
+    assert await store.get_resume("k1") == rec
+    await store.put_resume("k2", rec, 600)  # a new credential for the same participant
+    assert await store.get_resume("k1") is None and await store.get_resume("k2") == rec
+    other = {**rec, "pid": "c2"}
+    await store.put_resume("k3", other, 600)  # another participant's does not touch c1's
+    assert await store.get_resume("k2") == rec and await store.get_resume("k3") == other
+    # ids may hold ':' — ("a:b", "c") and ("a", "b:c") are two participants
+    await store.put_resume("k4", {**rec, "apt": "a:b", "pid": "c"}, 600)
+    await store.put_resume("k5", {**rec, "apt": "a", "pid": "b:c"}, 600)
+    assert await store.get_resume("k4") is not None and await store.get_resume("k5") is not None
+    results = await asyncio.gather(*(store.take_resume("k2") for _ in range(20)))
+    assert results.count(True) == 1  # rotation: one of racing resumes wins
+    assert await store.get_resume("k2") is None and await store.take_resume("k2") is False
+    await store.put_resume("k6", rec, 600)  # after a take, the participant gets a new one as usual
+    assert await store.get_resume("k6") == rec
+
+
+async def test_memory_resume_records_expire():
+    t = [1000.0]
+    s = MemoryStore(clock=lambda: t[0])
+    rec = {"apt": "a1", "pid": "c1", "session": "x"}
+    await s.put_resume("k1", rec, 10)
+    t[0] += 10.5
+    assert await s.get_resume("k1") is None and await s.take_resume("k1") is False
+    for i in range(100):
+        await s.put_resume(f"n{i}", {**rec, "pid": f"p{i}"}, 5)
+    t[0] += 60
+    await s.put_resume("last", rec, 5)
+    assert set(s._resume) == {"last"} and set(s._resume_of) == {("a1", "c1")}
+
+
 async def test_memory_claim_once_forgets_expired_keys():
     t = [1000.0]
     s = MemoryStore(clock=lambda: t[0])
