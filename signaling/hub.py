@@ -235,6 +235,11 @@ class Hub:
             self._drop_from_media(apt, pid, "removed")
             self._spawn(self._send_waiting_list(apt), "waiting list")
         elif t is RoomEventType.LEFT:
+            if target is not None and not target.left and e.reason in ("disconnected", "left_waiting"):
+                # the grace ran out while a resume of theirs was under way: that socket has no place
+                target.left = True
+                target.send(p.error("resume_invalid", "the reconnection grace ended before you were back"))
+                target.close(p.CLOSE_CODES["resume_invalid"], "resume_invalid")
             if e.member is not None and e.member.role is Role.PROVIDER:
                 self._tell_waiting(apt, provider_present=False)
             self._drop_from_media(apt, pid, e.reason or "left")

@@ -279,3 +279,19 @@ async def test_resume_is_refused_when_the_appointment_is_no_longer_joinable(ln):
     finally:
         for x in (*tries, c):
             await x.close()
+
+
+async def test_a_grace_that_ran_out_while_a_resume_was_under_way_closes_that_socket(ln):
+    """The grace's leave can land after a resume passed its checks: the resumed socket is then
+    told resume_invalid and closed, instead of staying in a call that no longer holds it."""
+    await ln.setup_appointment("a1", provider="prov", clients=("cli",))
+    pr = await joined(ln, "a1", "prov")
+    c = await joined(ln, "a1", "cli")
+    try:
+        await ln.node.rooms.leave("a1", "cli", "disconnected")  # as the grace timer's leave does
+        assert (await c.wait_for("error"))["code"] == "resume_invalid"
+        assert await c.wait_closed() == 4405
+        assert (await pr.wait_for("participant_left"))["participant_id"] == "cli"
+    finally:
+        await c.close()
+        await pr.close()
