@@ -10,13 +10,14 @@ from datetime import timedelta
 import pytest
 
 from control.domain.models import Presence, utcnow
-from tests.control_helpers import live_node
+from tests.control_helpers import live_node, make_config
 
 
 @pytest.fixture(params=["memory", "redis"])
 async def ln(request):
+    config = make_config(rooms={"join_burst": 100})  # 20 racing joins are not a flood here
     if request.param == "memory":
-        async with live_node() as node:
+        async with live_node(config) as node:
             yield node
         return
     from control.store.redis import RedisStore
@@ -25,7 +26,7 @@ async def ln(request):
     prefix = request.getfixturevalue("redis_prefix")
     store = RedisStore.from_url(request.getfixturevalue("redis_url"), prefix=prefix)
     try:
-        async with live_node(store=store) as node:
+        async with live_node(config, store) as node:
             yield node
     finally:
         await cleanup_redis_store(store, prefix)
