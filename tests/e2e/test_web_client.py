@@ -442,5 +442,19 @@ async def test_a_drop_after_the_join_token_expired_resumes(
         assert not [e for e in after if e.endswith("screen waiting") or e.split(" ", 1)[-1].startswith("end ")], after
         await client.shot(out / "f-client-resumed-after-token-expiry-phone.png")
         await _no_page_errors(client, provider)
+
+        # a reload of the page within the grace resumes too (the credential is in sessionStorage;
+        # the spent token is not used again)
+        before_provider = await provider.decoded_from()
+        await client.page.reload()
+        await client.wait_screen("prejoin")
+        await client.page.wait_for_function("() => !document.querySelector('#join-btn').disabled")
+        await client.join()
+        await client.wait_screen("call")
+        await client.wait_media_from([prov])
+        await provider.wait_media_from([cl], baseline=before_provider)
+        events = await client.events()
+        assert [e for e in events if e.endswith("send resume")] and not [e for e in events if e.endswith("send join")]
+        await _no_page_errors(client, provider)
     finally:
         await _close(client, provider)
