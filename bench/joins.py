@@ -358,9 +358,10 @@ def telesfu_executable() -> str:
 class OwnedNode:
     """A `telesfu serve` subprocess on 127.0.0.1: in-memory store, its own API and signing keys."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, extra_env: dict[str, str] | None = None) -> None:
         self.workers = workers or len(os.sched_getaffinity(0))
-        self.api_key = secrets.token_urlsafe(24)
+        self.extra_env = dict(extra_env or {})  # TELESFU_* settings of a test or bench of its own
+        self.api_key = self.extra_env.get("TELESFU_AUTH_API_KEYS") or secrets.token_urlsafe(24)
         self.signing = ("bench", secrets.token_hex(24))
         self.http_port = free_tcp_port()
         self.udp_port = free_udp_range(self.workers)
@@ -387,6 +388,7 @@ class OwnedNode:
             "TELESFU_SIGNALING_MAX_UNJOINED_PER_SOURCE": "1000",
             "PYTHONUNBUFFERED": "1",
         })
+        env.update(self.extra_env)
         return env
 
     async def start(self, http: aiohttp.ClientSession) -> None:

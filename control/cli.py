@@ -100,11 +100,22 @@ async def serve(config: Config, demo: bool) -> int:
         print("  demo appointment 'demo-appointment' (waiting room on); join links, valid 1 hour:", flush=True)
         for pid, link in links.items():
             print(f"    {pid:14} {link}", flush=True)
-    stop = asyncio.Event()
+    stop, hurry = asyncio.Event(), asyncio.Event()
+
+    def on_signal(sig: signal.Signals) -> None:
+        # SIGTERM drains; a second SIGTERM, or SIGINT (Ctrl-C) at any time, ends the wait at once
+        if stop.is_set() or sig is signal.SIGINT:
+            hurry.set()
+        stop.set()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal, sig)
     await stop.wait()
+    if not hurry.is_set():
+        print(f"telesfu: draining: no new joins; sessions in progress may go on for up to "
+              f"{config.node.drain_seconds:g} s (signal again to stop now)", flush=True)
+    await node.drain(config.node.drain_seconds, hurry)
     print("telesfu: shutting down", flush=True)
     await http.stop()
     return 0

@@ -247,6 +247,17 @@ class MetricsConfig:
 
 
 @dataclass(slots=True)
+class NodeConfig:
+    # On SIGTERM the node drains: new joins are refused, rooms already in session may go on
+    # for this long, then everybody still in is told and the node exits.
+    drain_seconds: float = 30.0
+
+    def check(self) -> None:
+        if not 0 <= self.drain_seconds <= 3600:
+            raise ConfigError("node.drain_seconds", "must be between 0 and 3600")
+
+
+@dataclass(slots=True)
 class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
@@ -258,6 +269,7 @@ class Config:
     audit: AuditConfig = field(default_factory=AuditConfig)
     signaling: SignalingConfig = field(default_factory=SignalingConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    node: NodeConfig = field(default_factory=NodeConfig)
 
     def check(self) -> Config:
         for f in dataclasses.fields(self):

@@ -1,4 +1,12 @@
-"""A node: the control/signaling process and (later) its media workers, wired together."""
+"""A node: the control/signaling process and its media workers, wired together.
+
+Drain (SIGTERM): `Node.drain` refuses new joins from its first line (the signaling hub asks
+`node.draining`; /readyz answers 503 so a load balancer stops sending), tells every
+registered `Drainable` (the hub) how long sessions in progress may go on, waits until they
+are idle, the deadline passes or the wait is cut short, then has them let everybody go and
+gives the webhook dispatcher a moment to deliver what that queued. Moving participants to
+another node instead of closing them (multi-node) belongs in `Drainable.drain_finish`.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +15,9 @@ import logging
 import secrets
 import socket
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
 
 from control.background import Background
 from control.config import Config
@@ -21,6 +32,31 @@ from control.tokens import TokenService
 from control.webhooks import Webhooks
 
 log = logging.getLogger("telesfu.node")
+
+DRAIN_REASON = "node_shutdown"
+_FINISH_TIMEOUT = 10.0  # letting everybody go touches the store: bounded even if it stalls
+_WEBHOOK_FLUSH_SECONDS = 5.0
+
+
+class Drainable(Protocol):
+    """What holds participants on this node and must let them go when it drains."""
+
+    def drain_started(self, seconds: float) -> None:
+        """New joins are refused from now on; sessions in progress may go on for `seconds`."""
+
+    def idle(self) -> bool:
+        """Nobody left to wait for."""
+
+    async def drain_finish(self, reason: str) -> None:
+        """The deadline: tell everybody still here and let them go (later: hand them to another node)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DrainReport:
+    seconds: float  # from the start of the drain to the end of drain_finish
+    idle: bool  # everybody had gone before the deadline
+    cut_short: bool  # a second signal ended the wait
+    webhooks_left: int  # events still queued when the node let go (lost with the memory store); -1 unknown
 
 
 class Node:
@@ -39,6 +75,8 @@ class Node:
         self.reminders = Reminders(self.store, self.webhooks, self.metrics, config.rooms.reminder_lead_minutes)
         self._gauges = Background("gauges", self._refresh_gauges)
         self.started = False
+        self.draining = False
+        self._drainables: list[Drainable] = []
         self.media: MediaPlane | None = None
         if media:
             self.media = MediaPlane(config.media)
@@ -68,10 +106,72 @@ class Node:
         log.info("node %s stopped", self.node_id)
 
     async def ready(self) -> bool:
+        if self.draining:
+            return False
         try:
             return self.started and await self.store.ping()
         except Exception:
             return False
+
+    # -- drain ------------------------------------------------------------------------------------
+
+    def add_drainable(self, d: Drainable) -> Callable[[], None]:
+        self._drainables.append(d)
+
+        def remove() -> None:
+            if d in self._drainables:
+                self._drainables.remove(d)
+        return remove
+
+    async def drain(self, seconds: float, cut_short: asyncio.Event | None = None) -> DrainReport:
+        """Refuse new joins, let sessions in progress go on until idle or `seconds`, then let go."""
+        t0 = time.monotonic()
+        self.draining = True
+        cut = cut_short or asyncio.Event()
+        log.info("node %s draining: no new joins; sessions may go on for up to %.0f s", self.node_id, seconds)
+        for d in list(self._drainables):
+            d.drain_started(seconds)
+        deadline = t0 + seconds
+        while not self._idle() and not cut.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                await asyncio.wait_for(cut.wait(), min(0.1, left))
+            except TimeoutError:
+                pass
+        idle = self._idle()
+        for d in list(self._drainables):
+            try:
+                await asyncio.wait_for(d.drain_finish(DRAIN_REASON), _FINISH_TIMEOUT)
+            except Exception:
+                log.exception("drain: letting participants go failed")
+        left = await self._flush_webhooks(0.0 if cut.is_set() else _WEBHOOK_FLUSH_SECONDS)
+        report = DrainReport(time.monotonic() - t0, idle, cut.is_set(), left)
+        if left > 0 and self.store.kind == "memory":
+            log.warning("drain: %d webhook event(s) undelivered are lost with the memory store", left)
+        elif left > 0:
+            log.info("drain: %d webhook event(s) stay queued in the %s store for the next node", left,
+                     self.store.kind)
+        log.info("node %s drained in %.1f s (%s)", self.node_id, report.seconds,
+                 "idle" if idle else "cut short" if report.cut_short else "deadline")
+        return report
+
+    def _idle(self) -> bool:
+        return all(d.idle() for d in self._drainables)
+
+    async def _flush_webhooks(self, seconds: float) -> int:
+        """Give the dispatcher up to `seconds` to deliver what is queued; how many are left."""
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                depth = await self.store.webhook_queue_depth()
+            except Exception:
+                log.warning("drain: the webhook queue is unreachable", exc_info=True)
+                return -1
+            if depth == 0 or not self.webhooks.enabled or time.monotonic() >= deadline:
+                return depth
+            await asyncio.sleep(0.05)
 
     async def refresh_gauges(self) -> None:
         rooms = await self.store.list_open_rooms()

@@ -49,14 +49,21 @@ class Hub:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._media_locks: dict[Key, asyncio.Lock] = {}
         self._unsub_media = self.media.subscribe("*", self._on_media_event)
+        self._undrain = node.add_drainable(self)
+
+    @property
+    def draining(self) -> bool:
+        """The node is shutting down: joins are refused (`node_draining`)."""
+        return self.node.draining
 
     async def close(self) -> None:
         self._unsub_media()
+        self._undrain()
         for h in [*self._grace.values(), *self._window.values()]:
             h.cancel()
         for s in list(self.sessions.values()):
             s.left = True
-            s.close(1001, "server shutting down")
+            s.close(p.CLOSE_GOING_AWAY, "server shutting down")
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
@@ -181,6 +188,36 @@ class Hub:
         session.left = True
         await self.rooms.leave(session.appointment_id, session.participant_id, "left")
         session.close(p.CLOSE_LEFT, "left")
+
+    # -- drain (the node is shutting down) ---------------------------------------------------------------
+
+    def drain_started(self, seconds: float) -> None:
+        frame = p.msg("node_draining", seconds=round(seconds))
+        for s in list(self.sessions.values()):
+            s.send(frame)
+
+    def idle(self) -> bool:
+        return not self.sessions and not self._grace
+
+    async def drain_finish(self, reason: str) -> None:
+        """Everybody still here hears room_closed{reason} and leaves the room in the store.
+
+        The seam for moving participants to another node (a later issue): instead of closing a
+        session here, tell it where to go (`redirect{url}`, or 1012 to resume elsewhere).
+        """
+        keys = [*self.sessions, *self._grace]
+        for s in list(self.sessions.values()):
+            s.left = True
+            s.send(p.msg("room_closed", reason=reason))
+            s.close(p.CLOSE_GOING_AWAY, "node shutting down")
+        for h in self._grace.values():
+            h.cancel()
+        self._grace.clear()
+        for apt, pid in dict.fromkeys(keys):
+            try:
+                await self.rooms.leave(apt, pid, reason)
+            except Exception:
+                log.warning("drain: %s could not leave room %s", pid, apt, exc_info=True)
 
     # -- fan-out helpers --------------------------------------------------------------------------------
 

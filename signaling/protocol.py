@@ -50,6 +50,11 @@ CLOSE_CODES: dict[str, int] = {
 }
 assert all(c.value in CLOSE_CODES for c in REFUSALS)
 CLOSE_LEFT = 1000
+# The node is shutting down (drain): a join is refused with error node_draining, and at the
+# drain deadline everybody still in gets room_closed{reason: node_shutdown}. Not a 44xx: nothing
+# is wrong with the participant and a retry (another node, or this one restarted) can succeed;
+# the web client treats it as a dropped connection and reconnects with backoff.
+CLOSE_GOING_AWAY = 1001
 CLOSE_SERVICE_RESTART = 1012  # the media worker restarted: reconnect
 CLOSE_TRY_AGAIN = 1013  # the store is unavailable (error store_unavailable): join again shortly
 

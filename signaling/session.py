@@ -231,6 +231,11 @@ class Session:
 
     async def _join(self, token: str) -> None:
         self.joined_at = time.monotonic()
+        if self.hub.draining:  # refused before anything is decided or stored
+            self.hub.metrics.joins.labels("refused").inc()
+            self.send(p.error("node_draining", "this server is shutting down; try again in a moment"))
+            self.close(p.CLOSE_GOING_AWAY, "node draining")
+            return
         result = await self.hub.rooms.join(token, source=self.source)
         code = result.code
         self.hub.metrics.joins.labels("refused" if result.decision.refused else code.value).inc()

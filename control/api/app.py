@@ -305,6 +305,8 @@ async def readyz(request: web.Request) -> web.Response:
     node = request.app[NODE]
     if await node.ready():
         return web.json_response({"status": "ready", "store": node.store.kind})
+    if node.draining:
+        return error(503, "node_draining", "the node is shutting down and takes no new sessions")
     return error(503, "not_ready", "the node is not ready (store unreachable or starting)")
 
 

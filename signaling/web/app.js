@@ -98,6 +98,10 @@
     room_closed: {
       icon: "i-check", title: "The session has ended", body: "Thank you for joining. You can close this window.",
     },
+    node_shutdown: {
+      icon: "i-door", title: "The video service is restarting",
+      body: "Your session was interrupted for maintenance. Please join again in a moment.", retry: true,
+    },
     room_full: {
       icon: "i-people", title: "This session is full",
       body: "Please contact your provider's office if you think you should be in this session.", retry: true,
@@ -700,7 +704,8 @@
       case "track_muted": return onTrackMuted(m);
       case "active_speakers": return onActiveSpeakers(m.participant_ids || []);
       case "connection_quality": return onConnectionQuality(m.participants || {});
-      case "room_closed": return endSession("room_closed", m.reason);
+      case "room_closed": return endSession(m.reason === "node_shutdown" ? "node_shutdown" : "room_closed", m.reason);
+      case "node_draining": return toast("The video service is restarting soon: this session may be interrupted.", 8000);
       case "error": return onError(m);
       case "pong": return undefined;
       default: note(`unknown message ${m.type}`);
