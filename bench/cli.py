@@ -22,6 +22,10 @@ def main(argv: list[str]) -> int:
     from bench import joins as joins_bench
 
     joins_bench.add_arguments(p_joins)
+    from bench import faults as faults_bench
+
+    faults_bench.add_arguments(sub.add_parser("faults", help="a media worker SIGKILLed mid-session: time until both "
+                                                            "sides of a 1:1 decode video again"))
     args = parser.parse_args(argv)
     if args.scenario == "control":
         return control_bench.run(args)
@@ -29,4 +33,6 @@ def main(argv: list[str]) -> int:
         return media_bench.run(args)
     if args.scenario == "joins":
         return joins_bench.run(args)
+    if args.scenario == "faults":
+        return faults_bench.run(args)
     return 2

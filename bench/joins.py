@@ -710,6 +710,7 @@ class Signaling:
         self.watch_pli = watch_pli
         self.ws: aiohttp.ClientWebSocketResponse | None = None
         self.types: list[str] = []
+        self.last: dict[str, dict[str, Any]] = {}  # the latest message of each type
         self.errors: list[str] = []
         self.close_code: int | None = None
         self._arrived = asyncio.Event()
@@ -747,6 +748,7 @@ class Signaling:
             t = str(d.get("type", ""))
             self.marks.mark(f"{self.prefix}msg_{t}", now)
             self.types.append(t)
+            self.last[t] = d
             if t == "participant_waiting" and self.admit:
                 pid = str(d["participant"]["participant_id"])
                 self.marks.mark(f"{self.prefix}sent_admit")
@@ -795,6 +797,12 @@ class Signaling:
                 await self._arrived.wait()
 
         await asyncio.wait_for(loop(), timeout)
+
+    async def wait_closed(self) -> int | None:
+        """Until the server closes the socket (or it drops); its close code."""
+        if self._reader is not None:
+            await asyncio.gather(asyncio.shield(self._reader), return_exceptions=True)
+        return self.close_code
 
     async def close(self) -> None:
         if self.ws is not None and not self.ws.closed:
