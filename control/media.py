@@ -26,6 +26,8 @@ log = logging.getLogger("telesfu.media")
 EventHandler = Callable[[dict[str, Any]], None]
 _START_TIMEOUT = 20.0
 _REQUEST_TIMEOUT = 10.0
+_RESTART_WAIT = 5.0  # a join that meets a worker being restarted waits this long for it
+_LOST = frozenset({"worker_lost", "worker_unavailable"})
 
 
 class MediaError(Exception):
@@ -54,6 +56,8 @@ class WorkerHandle:
         self.stopping = False
         self.last_stats: dict[str, Any] = {}
         self.restarts = 0
+        self.generation = 0  # how many times this worker became ready
+        self._started: asyncio.Future[None] | None = None  # resolved when it next becomes ready
 
     async def start(self) -> None:
         args = [sys.executable, "-m", "sfu.worker", "--index", str(self.index), "--port", str(self.port)]
@@ -73,6 +77,24 @@ class WorkerHandle:
             await asyncio.wait_for(asyncio.shield(self._ready), _START_TIMEOUT)
         except TimeoutError:
             raise MediaError("worker_start_failed", f"media worker {self.index} did not start") from None
+        self.generation += 1
+        if self._started is not None and not self._started.done():
+            self._started.set_result(None)
+        self._started = None
+
+    async def back_since(self, generation: int, timeout: float) -> bool:
+        """Wait (at most `timeout`) until this worker was ready again after `generation`."""
+        if self.generation > generation and self.proc is not None and self.proc.returncode is None:
+            return True
+        if self.stopping:
+            return False
+        if self._started is None or self._started.done():
+            self._started = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._started), timeout)
+        except TimeoutError:
+            return False
+        return True
 
     async def _read(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
@@ -269,10 +291,25 @@ class MediaPlane:
 
     async def add_participant(self, room_id: str, participant_id: str, can_publish: bool = True,
                               can_subscribe: bool = True) -> None:
-        w = await self.ensure_room(room_id)
-        await w.request("add_participant", room_id=room_id, participant_id=participant_id,
-                        can_publish=can_publish, can_subscribe=can_subscribe)
-        self.members[room_id].add(participant_id)
+        """Into the room's worker. A join that meets a worker that just died (often one of its own
+        participants coming back after the 1012) waits for the restart and tries once more,
+        instead of bouncing the participant into another reconnect."""
+        for retry in (False, True):
+            w = self.worker_for(room_id) or self._least_loaded()
+            generation = w.generation
+            try:
+                w = await self.ensure_room(room_id)
+                await w.request("add_participant", room_id=room_id, participant_id=participant_id,
+                                can_publish=can_publish, can_subscribe=can_subscribe)
+            except MediaError as e:
+                if retry or e.code not in _LOST or not self.started or not await w.back_since(generation,
+                                                                                             _RESTART_WAIT):
+                    raise
+                log.info("media worker %d was lost during a join to room %s; joining again on its restart",
+                         w.index, room_id)
+                continue
+            self.members[room_id].add(participant_id)
+            return
 
     async def remove_participant(self, room_id: str, participant_id: str) -> None:
         w = self.worker_for(room_id)
