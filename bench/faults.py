@@ -4,7 +4,7 @@ a 1:1 decode video again.
 Each run: a provider and a client (aiortc, both publishing camera video) in a fresh appointment
 (waiting room off) on a `telesfu serve` child with one media worker. Once each decodes the
 other, the worker process is SIGKILLed. The node restarts it and closes both signaling sockets
-with 1012; each participant reconnects as the web client does (signaling/web/app.js: 800 ms
+with 1012; each participant reconnects as the web client does (signaling/web/app.js: 150-400 ms
 after a 1012, else 300 ms, 1 s, 2 s, 3 s, 5 s; the count starts over on `joined`) with new peer
 connections. The figure is the time from the kill until both have decoded a frame from the
 other again, with where it went: the worker's restart, the reconnect delay, signaling, ICE and
@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import shlex
 import signal
 import sys
@@ -38,7 +39,7 @@ from bench.media import worker_pids_of
 
 # signaling/web/app.js, mirrored
 RECONNECT_DELAYS_S = (0.3, 1.0, 2.0, 3.0, 5.0)
-RESTART_FIRST_DELAY_S = 0.8  # the first try after a 1012: give the new worker a moment
+RESTART_DELAY_S = (0.15, 0.40)  # the first try after a 1012: uniformly in this range
 RECONNECT_GIVE_UP_S = 90.0
 CLOSE_NORMAL, CLOSE_SERVICE_RESTART = 1000, 1012
 
@@ -70,6 +71,7 @@ class ReconnectingParticipant:
     connections: list[Connection] = field(default_factory=list)
     ended: str = ""  # why it stopped trying (a refusal close code, or leaving), empty while in
     resume: str = ""  # the latest resume credential from `joined`, when the server gives one
+    rng: random.Random = field(default_factory=random.Random)
     _stopping: bool = False
     _task: asyncio.Task[None] | None = None
 
@@ -113,7 +115,7 @@ class ReconnectingParticipant:
             elif time.perf_counter() - since > RECONNECT_GIVE_UP_S:
                 self.ended = "gave up reconnecting"
                 return
-            delay = (RESTART_FIRST_DELAY_S if code == CLOSE_SERVICE_RESTART and attempt == 0
+            delay = (self.rng.uniform(*RESTART_DELAY_S) if code == CLOSE_SERVICE_RESTART and attempt == 0
                      else RECONNECT_DELAYS_S[min(attempt, len(RECONNECT_DELAYS_S) - 1)])
             attempt += 1
             await asyncio.sleep(delay)
@@ -234,7 +236,7 @@ async def measure(runs: int, *, settle: float = SETTLE_SECONDS, timeout: float =
     report: dict[str, Any] = {"machine": machine_info(), "settings": {
         "runs": runs, "settle_seconds": settle, "timeout_seconds": timeout, "workers": 1,
         "peers": "aiortc provider and client, each publishing 640x360 VP8 and Opus, waiting room off",
-        "reconnect": "as signaling/web/app.js: 800 ms after 1012, then 300 ms, 1 s, 2 s, 3 s, 5 s"},
+        "reconnect": "as signaling/web/app.js: 150-400 ms after 1012, then 300 ms, 1 s, 2 s, 3 s, 5 s"},
         "runs": [], "errors": []}
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT)) as http:

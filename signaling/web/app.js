@@ -17,6 +17,7 @@
   const SILENCE_MS = 45000; // no frame at all for this long: the socket is dead
   const RECONNECT_DELAYS_MS = [300, 1000, 2000, 3000, 5000];
   const RECONNECT_GIVE_UP_MS = 90000;
+  const RESTART_DELAY_MS = [150, 400]; // the first try after a 1012, uniformly in this range
   const TOKEN_KEY = "telesfu.token";
   // The resume credential of the last `waiting`/`joined`: kept in memory and in sessionStorage
   // (this tab only), so a dropped socket, a media restart (1012) and a reload of the page within
@@ -675,15 +676,17 @@
       endSession("connection_lost");
       return;
     }
-    // after a media server restart give the new worker a moment; a plain drop retries at once
+    // after a media server restart come back soon: the node holds a join until the new worker is
+    // up; spread over a moment so a worker's participants do not all arrive at once
     const delay = code === CLOSE_SERVICE_RESTART && S.reconnect.attempt === 0
-      ? 800 : RECONNECT_DELAYS_MS[Math.min(S.reconnect.attempt, RECONNECT_DELAYS_MS.length - 1)];
+      ? RESTART_DELAY_MS[0] + Math.random() * (RESTART_DELAY_MS[1] - RESTART_DELAY_MS[0])
+      : RECONNECT_DELAYS_MS[Math.min(S.reconnect.attempt, RECONNECT_DELAYS_MS.length - 1)];
     S.reconnect.attempt++;
     clearTimeout(S.reconnect.timer);
     S.reconnect.timer = setTimeout(() => {
       if (S.phase === "reconnecting") connect();
     }, delay);
-    note(`reconnect in ${delay} ms (close ${code})`);
+    note(`reconnect in ${Math.round(delay)} ms (close ${code})`);
   }
 
   function onMessage(m, gen) {
