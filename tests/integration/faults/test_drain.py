@@ -16,7 +16,9 @@ import pytest
 from bench.joins import OwnedNode
 from bench.media import worker_pids_of
 from signaling import protocol as p
+from tests.conftest import free_port
 from tests.control_helpers import API_KEY, LiveNode
+from tests.integration.control.test_webhooks import SECRET, receiver
 from tests.signaling_helpers import SignalingClient
 
 pytestmark = pytest.mark.slow
@@ -130,3 +132,49 @@ async def test_a_second_signal_ends_the_drain_at_once(second):
                 await x.close()
         assert not any(alive(w) for w in workers)
         assert os.path.exists(f"/proc/{node.proc.pid}") is False or not alive(node.proc.pid)
+
+
+async def test_the_drain_delivers_the_webhooks_of_the_participants_it_let_go():
+    async with receiver() as rec, served(drain_seconds=1, TELESFU_WEBHOOKS_URL=rec.url,
+                                         TELESFU_WEBHOOKS_SECRET=SECRET) as (node, ln):
+        assert node.proc is not None
+        pr, c = await joined_pair(ln)
+        try:
+            node.proc.send_signal(signal.SIGTERM)
+            assert await exit_code(node, 30) == 0
+        finally:
+            for x in (pr, c):
+                await x.close()
+        left = {e["data"]["participant_id"]: e["data"]["reason"] for e in rec.of_type("participant.left")}
+        assert left == {"prov": "node_shutdown", "cli": "node_shutdown"}
+        assert [e["data"]["appointment_id"] for e in rec.of_type("room.finished")] == ["a1"]
+
+
+async def test_with_redis_undelivered_webhooks_stay_queued_for_the_next_node(redis_url):
+    from control.store.redis import RedisStore
+
+    url = redis_url.rsplit("/", 1)[0] + "/11"  # a database of this test's own
+    unreachable = f"http://127.0.0.1:{free_port()}/hooks"
+    async with served(drain_seconds=1, TELESFU_STORE_URL=url, TELESFU_WEBHOOKS_URL=unreachable,
+                      TELESFU_WEBHOOKS_SECRET=SECRET) as (node, ln):
+        store = RedisStore.from_url(url)
+        try:
+            await store._r.flushdb()
+            assert node.proc is not None
+            pr, c = await joined_pair(ln)
+            try:
+                node.proc.send_signal(signal.SIGTERM)
+                assert await exit_code(node, 30) == 0
+            finally:
+                for x in (pr, c):
+                    await x.close()
+            assert "stay queued in the redis store" in node.log_tail(200)
+            pending = await store.claim_webhooks(1e12, 60, 100)
+            left = sorted((e.event.data["participant_id"], e.event.data["reason"]) for e in pending
+                          if e.event.type == "participant.left")
+            assert left == [("cli", "node_shutdown"), ("prov", "node_shutdown")]
+            room = await store.get_room("a1")
+            assert room is not None and not room.members  # nobody left behind as admitted
+        finally:
+            await store._r.flushdb()
+            await store.close()
