@@ -226,15 +226,16 @@ def table_line(s: dict[str, Any]) -> str:
 
 
 async def measure(runs: int, *, settle: float = SETTLE_SECONDS, timeout: float = RUN_TIMEOUT_SECONDS,
-                  progress: Any = None) -> dict[str, Any]:
+                  store_url: str = "memory://", progress: Any = None) -> dict[str, Any]:
     """`runs` kills against one `telesfu serve` child (one media worker); the report."""
     import aioice.ice
 
     saved = aioice.ice.get_host_addresses
     aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]  # loopback only
-    node = OwnedNode(1)
+    node = OwnedNode(1, {"TELESFU_STORE_URL": store_url})
     report: dict[str, Any] = {"machine": machine_info(), "settings": {
         "runs": runs, "settle_seconds": settle, "timeout_seconds": timeout, "workers": 1,
+        "store": store_url.split("://", 1)[0],
         "peers": "aiortc provider and client, each publishing 640x360 VP8 and Opus, waiting room off",
         "reconnect": "as signaling/web/app.js: 150-400 ms after 1012, then 300 ms, 1 s, 2 s, 3 s, 5 s"},
         "runs": [], "errors": []}
@@ -270,6 +271,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="seconds both sides decode before the kill (default: %(default)s)")
     p.add_argument("--timeout", type=float, default=RUN_TIMEOUT_SECONDS,
                    help="seconds a run may take to recover before it counts as failed (default: %(default)s)")
+    p.add_argument("--store", default="memory://", metavar="URL",
+                   help="store of the node the bench starts (default: memory://; redis://host:port/db)")
     p.add_argument("--json", metavar="FILE", help="write every run and the summary as JSON (default: stdout)")
 
 
@@ -281,7 +284,7 @@ def run(args: argparse.Namespace) -> int:
 
     for name in ("aioice", "aiortc"):  # their warnings about closed transports would drown the progress lines
         logging.getLogger(name).setLevel(logging.ERROR)
-    report = asyncio.run(measure(args.runs, settle=args.settle, timeout=args.timeout,
+    report = asyncio.run(measure(args.runs, settle=args.settle, timeout=args.timeout, store_url=args.store,
                                  progress=lambda s: print(s, file=sys.stderr, flush=True)))
     argv = sys.argv[1:]
     report["command"] = "telesfu bench faults " + " ".join(
