@@ -102,7 +102,9 @@ class ReconnectingParticipant:
             joined = sig.last.get("joined")
             if joined is not None:
                 attempt = 0
-                self.resume = str(joined.get("resume") or "")
+            admitted = joined or sig.last.get("waiting")  # both carry the next resume credential
+            if admitted is not None:
+                self.resume = str(admitted.get("resume") or "")
             await sig.close()
             code = conn.close_code
             if self._stopping:
