@@ -57,6 +57,7 @@ class Connection:
     sig: Signaling
     close_code: int | None = None
     closed_at: float | None = None
+    via: str = ""  # "join" (a token) or "resume" (the credential of the previous connection)
 
 
 @dataclass
@@ -94,7 +95,9 @@ class ReconnectingParticipant:
             try:
                 await sig.connect()
                 marks.mark("sent_join")
-                await sig.send(await self.rejoin_frame())
+                frame = await self.rejoin_frame()
+                conn.via = frame["type"]
+                await sig.send(frame)
                 conn.close_code = await sig.wait_closed()
             except (aiohttp.ClientError, OSError, RuntimeError) as e:  # the node is unreachable
                 sig.errors.append(f"connect: {type(e).__name__}: {e}")
@@ -168,6 +171,7 @@ def _side(p: ReconnectingParticipant, t_kill: float) -> dict[str, Any]:
         "socket_closed_ms": _ms(lost.closed_at, t_kill) if lost else None,
         "close_codes": [c.close_code for c in after if c.closed_at is not None],
         "connections": len([c for c in p.connections if c.started_at >= t_kill]),
+        "rejoined_with": [c.via for c in p.connections if c.started_at >= t_kill],
     }
     if back is not None:
         out["last_connection_ms"] = {k: _ms(back.marks.t.get(k), t_kill) for k in (
