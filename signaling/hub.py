@@ -213,11 +213,18 @@ class Hub:
         for h in self._grace.values():
             h.cancel()
         self._grace.clear()
+        by_room: dict[str, list[str]] = defaultdict(list)
         for apt, pid in dict.fromkeys(keys):
-            try:
-                await self.rooms.leave(apt, pid, reason)
-            except Exception:
-                log.warning("drain: %s could not leave room %s", pid, apt, exc_info=True)
+            by_room[apt].append(pid)
+
+        async def leave_room(apt: str, pids: list[str]) -> None:  # one room's updates in turn, rooms at once
+            for pid in pids:
+                try:
+                    await self.rooms.leave(apt, pid, reason)
+                except Exception:
+                    log.warning("drain: %s could not leave room %s", pid, apt, exc_info=True)
+
+        await asyncio.gather(*(leave_room(apt, pids) for apt, pids in by_room.items()))
 
     # -- fan-out helpers --------------------------------------------------------------------------------
 

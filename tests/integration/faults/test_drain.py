@@ -139,15 +139,20 @@ async def test_the_drain_delivers_the_webhooks_of_the_participants_it_let_go():
                                          TELESFU_WEBHOOKS_SECRET=SECRET) as (node, ln):
         assert node.proc is not None
         pr, c = await joined_pair(ln)
+        await ln.setup_appointment("a2", provider="prov2", clients=("cli2",))
+        pr2 = await SignalingClient(ln, await ln.token("a2", "prov2")).connect()
         try:
+            await pr2.wait_for("joined")
             node.proc.send_signal(signal.SIGTERM)
+            for x in (pr, c, pr2):  # every room on the node
+                assert (await x.wait_for("room_closed", timeout=15))["reason"] == "node_shutdown"
             assert await exit_code(node, 30) == 0
         finally:
-            for x in (pr, c):
+            for x in (pr, c, pr2):
                 await x.close()
         left = {e["data"]["participant_id"]: e["data"]["reason"] for e in rec.of_type("participant.left")}
-        assert left == {"prov": "node_shutdown", "cli": "node_shutdown"}
-        assert [e["data"]["appointment_id"] for e in rec.of_type("room.finished")] == ["a1"]
+        assert left == {"prov": "node_shutdown", "cli": "node_shutdown", "prov2": "node_shutdown"}
+        assert sorted(e["data"]["appointment_id"] for e in rec.of_type("room.finished")) == ["a1", "a2"]
 
 
 async def test_with_redis_undelivered_webhooks_stay_queued_for_the_next_node(redis_url):
