@@ -235,9 +235,11 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                                                                "content": {"application/json": {}}}}}},
             "/healthz": {"get": {"summary": "Liveness", "operationId": "healthz", "security": [],
                                  "responses": {"200": _json({"type": "object"}, "Alive")}}},
-            "/readyz": {"get": {"summary": "Readiness (store reachable)", "operationId": "readyz", "security": [],
+            "/readyz": {"get": {"summary": "Readiness (store reachable, not draining)", "operationId": "readyz",
+                                "security": [],
                                 "responses": {"200": _json({"type": "object"}, "Ready"),
-                                              "503": _json(_ref("Error"), "Not ready")}}},
+                                              "503": _json(_ref("Error"), "Not ready (not_ready) or shutting "
+                                                                          "down (node_draining)")}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "operationId": "metrics", "security": [],
                                  "responses": {"200": {"description": "Prometheus text format",
                                                        "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
