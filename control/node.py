@@ -76,6 +76,7 @@ class Node:
         self._gauges = Background("gauges", self._refresh_gauges)
         self.started = False
         self.draining = False
+        self.drain_deadline = 0.0  # time.monotonic() at which a drain lets everybody go
         self._drainables: list[Drainable] = []
         self.media: MediaPlane | None = None
         if media:
@@ -126,12 +127,13 @@ class Node:
     async def drain(self, seconds: float, cut_short: asyncio.Event | None = None) -> DrainReport:
         """Refuse new joins, let sessions in progress go on until idle or `seconds`, then let go."""
         t0 = time.monotonic()
+        self.drain_deadline = t0 + seconds
         self.draining = True
         cut = cut_short or asyncio.Event()
         log.info("node %s draining: no new joins; sessions may go on for up to %.0f s", self.node_id, seconds)
         for d in list(self._drainables):
             d.drain_started(seconds)
-        deadline = t0 + seconds
+        deadline = self.drain_deadline
         while not self._idle() and not cut.is_set():
             left = deadline - time.monotonic()
             if left <= 0:
@@ -156,6 +158,9 @@ class Node:
         log.info("node %s drained in %.1f s (%s)", self.node_id, report.seconds,
                  "idle" if idle else "cut short" if report.cut_short else "deadline")
         return report
+
+    def drain_seconds_left(self) -> float:
+        return max(0.0, self.drain_deadline - time.monotonic()) if self.draining else 0.0
 
     def _idle(self) -> bool:
         return all(d.idle() for d in self._drainables)

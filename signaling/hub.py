@@ -100,6 +100,8 @@ class Hub:
         if apt_id not in self._unsubscribe:
             self._unsubscribe[apt_id] = self.node.events.subscribe(apt_id, self._on_room_event)
             self._spawn(self._arm_window(apt_id), "join window timer")
+        if self.draining:  # back with resume during a drain (joins are refused): told what the others were
+            session.send(p.msg("node_draining", seconds=round(self.node.drain_seconds_left())))
 
     def _media_lock(self, key: Key) -> asyncio.Lock:
         """Media membership changes of one participant run one at a time, in the order asked."""

@@ -101,7 +101,7 @@
     },
     node_shutdown: {
       icon: "i-door", title: "The video service is restarting",
-      body: "Your session was interrupted for maintenance. Please join again in a moment.", retry: true,
+      body: "Your session was interrupted for maintenance. Please open your session link again in a moment.",
     },
     room_full: {
       icon: "i-people", title: "This session is full",

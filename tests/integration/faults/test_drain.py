@@ -183,3 +183,27 @@ async def test_with_redis_undelivered_webhooks_stay_queued_for_the_next_node(red
         finally:
             await store._r.flushdb()
             await store.close()
+
+
+async def test_a_participant_who_drops_during_the_drain_resumes_and_is_told():
+    async with served(drain_seconds=8) as (node, ln):
+        assert node.proc is not None
+        pr, c = await joined_pair(ln)
+        credential = (await c.wait_for("joined"))["resume"]
+        c2 = None
+        try:
+            node.proc.send_signal(signal.SIGTERM)
+            await c.wait_for("node_draining")
+            await c.ws.close()  # the client's network drops mid-drain
+            await pr.wait_for("participant_reconnecting")
+            c2 = await SignalingClient(ln, "").connect(join=False)
+            await c2.send({"type": "resume", "credential": credential})  # not a new join: let back in
+            await c2.wait_for("joined")
+            assert 0 < (await c2.wait_for("node_draining"))["seconds"] <= 8
+            for x in (pr, c2):
+                assert (await x.wait_for("room_closed", timeout=20))["reason"] == "node_shutdown"
+            assert await exit_code(node, 30) == 0
+        finally:
+            for x in (pr, c, c2):
+                if x is not None:
+                    await x.close()
