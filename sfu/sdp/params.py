@@ -36,7 +36,7 @@ class LocalTransportParams:
     """The worker's side: ICE-lite credentials, DTLS certificate fingerprint, host candidates.
 
     `candidates` are (ip, port) pairs, one per listen ip (or the announced ip), all on the
-    worker's port. `session_id` goes on the o= line; 0 derives a stable one from the ufrag.
+    worker's port; `tcp_candidates` the same on the worker's ICE-TCP port (may be empty). `session_id` goes on the o= line; 0 derives a stable one from the ufrag.
     """
 
     ice_ufrag: str
@@ -44,6 +44,8 @@ class LocalTransportParams:
     fingerprint: Fingerprint
     candidates: tuple[tuple[str, int], ...]
     session_id: int = 0
+    # (ip, port) of passive ICE-TCP candidates (RFC 6544), written after the UDP ones.
+    tcp_candidates: tuple[tuple[str, int], ...] = ()
 
     def validate(self) -> None:
         """Raise ValueError for arguments no peer would accept."""
@@ -55,7 +57,7 @@ class LocalTransportParams:
             raise ValueError("fingerprint needs an algorithm and a value")
         if not self.candidates:
             raise ValueError("at least one candidate is needed")
-        for ip, port in self.candidates:
+        for ip, port in self.candidates + self.tcp_candidates:
             ipaddress.ip_address(ip)
             if not 1 <= port <= 65535:
                 raise ValueError(f"candidate port {port} is outside 1..65535")

@@ -174,6 +174,9 @@ class MediaEndpoint(asyncio.DatagramProtocol):
     `clock` is the time source of ICE consent and DTLS timers (default time.monotonic,
     the clock of asyncio's loop). `stun_limiter` bounds the failed STUN requests one source
     host may make us handle (ice_lite.FailureLimiter; the defaults unless given).
+    `tcp_port`, when not None, also listens for passive ICE-TCP on that TCP port (0: a free
+    one) on the same ips (sfu.transport.tcp; `tcp_options` are TcpMediaListener's caps), and
+    the SDP gets TCP candidates beside the UDP ones.
     """
 
     def __init__(
@@ -193,6 +196,8 @@ class MediaEndpoint(asyncio.DatagramProtocol):
         socket_buffer: int | None = DEFAULT_SOCKET_BUFFER,
         clock: Callable[[], float] = time.monotonic,
         stun_limiter: FailureLimiter | None = None,
+        tcp_port: int | None = None,
+        tcp_options: dict[str, Any] | None = None,
     ) -> None:
         ips = [_normalize_ip(ip) for ip in listen_ips]
         if not ips:
@@ -202,8 +207,8 @@ class MediaEndpoint(asyncio.DatagramProtocol):
             ipaddress.ip_address(announced_ip)
         elif any(ip.is_unspecified for ip in parsed):
             raise ValueError("listening on a wildcard address needs an announced_ip")
-        if not 0 <= port <= 0xFFFF:
-            raise ValueError(f"port out of range: {port}")
+        if not 0 <= port <= 0xFFFF or (tcp_port is not None and not 0 <= tcp_port <= 0xFFFF):
+            raise ValueError(f"port out of range: {port}, tcp {tcp_port}")
         if consent_timeout <= 0 or tick_interval <= 0 or dtls_handshake_timeout <= 0:
             raise ValueError("timeouts and the tick interval must be positive")
         if not MIN_DATAGRAM <= max_datagram <= 65535:
@@ -233,6 +238,9 @@ class MediaEndpoint(asyncio.DatagramProtocol):
         self._retired: dict[str, int] = {}
         self._tick_handle: asyncio.TimerHandle | None = None
         self._closed = False
+        self._tcp_port = tcp_port
+        self._tcp_options = tcp_options or {}
+        self.tcp: Any = None  # sfu.transport.tcp.TcpMediaListener once started
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -253,10 +261,15 @@ class MediaEndpoint(asyncio.DatagramProtocol):
                 if port == 0:
                     port = sock.get_extra_info("sockname")[1]
                 self._tune(sock)
+            self.port = port
+            if self._tcp_port is not None:
+                from sfu.transport.tcp import TcpMediaListener
+
+                self.tcp = TcpMediaListener(self, self._tcp_port, **self._tcp_options)
+                await self.tcp.start()
         except BaseException:
             self.close()
             raise
-        self.port = port
         self._tick_handle = loop.call_later(self.tick_interval, self._tick)
 
     def _tune(self, sock: asyncio.DatagramTransport) -> None:
@@ -291,6 +304,8 @@ class MediaEndpoint(asyncio.DatagramProtocol):
             self._tick_handle = None
         for transport in list(self._transports):
             transport.close(REASON_ENDPOINT_CLOSED)
+        if self.tcp is not None:
+            self.tcp.close()
         for sock in self._sockets:
             try:
                 sock.close()
@@ -325,6 +340,16 @@ class MediaEndpoint(asyncio.DatagramProtocol):
         if self.announced_ip is not None:
             return ((self.announced_ip, port),)
         return tuple((ip, port) for ip in self.listen_ips)
+
+    @property
+    def tcp_candidates(self) -> tuple[tuple[str, int], ...]:
+        """(ip, port) passive ICE-TCP candidates for SDP (none without a TCP listener)."""
+        tcp = self.tcp
+        if tcp is None or tcp.closed:
+            return ()
+        if self.announced_ip is not None:
+            return ((self.announced_ip, tcp.port),)
+        return tuple((ip, tcp.port) for ip in self.listen_ips)
 
     @property
     def transports(self) -> frozenset[WebRtcTransport]:
@@ -397,17 +422,19 @@ class MediaEndpoint(asyncio.DatagramProtocol):
         except Exception:
             self._internal_error()
 
-    def _receive_stun(self, data: bytes, addr: Address, sock: Any) -> None:
+    def _receive_stun(self, data: bytes, addr: Address, sock: Any) -> WebRtcTransport | None:
+        """Answer one STUN datagram (UDP, or a frame of an ICE-TCP connection `sock`);
+        returns the transport when it was a valid check for it, else None."""
         source_filter = self.source_filter
         if source_filter is not None and not source_filter.allowed(addr[0]):
             self.drops[DROP_SOURCE_NOT_ALLOWED] += 1
-            return
+            return None
         now = self.clock()
         limiter = self.stun_limiter
         host = addr[0]
         if limiter.limited(host, now):  # before any parsing or HMAC
             self.drops[DROP_STUN_RATE_LIMITED] += 1
-            return
+            return None
         transport, response, event = self.registry.handle_stun(data, addr, now)
         self.stun_events[event] += 1
         if event >= ice_lite.DROP_FIRST and event != ice_lite.DROP_UNKNOWN_UFRAG:
@@ -420,6 +447,7 @@ class MediaEndpoint(asyncio.DatagramProtocol):
             or (event == ice_lite.EVENT_CHECK and transport.remote_address is None)  # provisional
         ):
             transport._on_selected(addr, sock)
+        return transport if event <= ice_lite.EVENT_ADDRESS_CHANGED else None
 
     def send_on(self, sock: Any, data: bytes, addr: Address) -> bool:
         """Send on a given endpoint socket; counts and drops when its buffer is full."""
@@ -480,6 +508,8 @@ class MediaEndpoint(asyncio.DatagramProtocol):
         """Endpoint drops by reason and STUN outcomes (not per transport)."""
         result = dict(zip(DROP_NAMES, self.drops, strict=True))
         result.update(zip(STUN_EVENT_NAMES, self.stun_events, strict=True))
+        if self.tcp is not None:
+            result.update(self.tcp.counters())
         return result
 
     def totals(self) -> dict[str, int]:

@@ -237,6 +237,7 @@ class WebRtcTransport:
             fingerprint=Fingerprint("sha-256", endpoint.fingerprint),
             candidates=endpoint.candidates,
             session_id=session_id,
+            tcp_candidates=endpoint.tcp_candidates,
         )
 
     def set_remote(

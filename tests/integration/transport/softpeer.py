@@ -1,5 +1,6 @@
-"""A minimal WebRTC far side built from the project's own modules, over a real UDP socket:
-a controlling ICE agent (stun.build_binding_request), a DtlsEndpoint and an SrtpContext.
+"""A minimal WebRTC far side built from the project's own modules, over a real UDP socket
+(or, TcpSoftPeer, an active ICE-TCP connection): a controlling ICE agent
+(stun.build_binding_request), a DtlsEndpoint and an SrtpContext.
 
 Unlike aiortc it exposes its SRTP keys and raw socket, so tests can replay, tamper,
 move address or go silent at will.
@@ -17,6 +18,7 @@ from sfu.transport.dtls import DtlsContext, DtlsEndpoint, DtlsRole, DtlsState
 from sfu.transport.ice_lite import PWD_LENGTH, UFRAG_LENGTH, random_ice_string
 from sfu.transport.srtp import SrtpContext
 from sfu.transport.stun import Address
+from sfu.transport.tcp_framing import FrameDecoder, frame
 from sfu.transport.webrtc_transport import WebRtcTransport
 
 
@@ -170,3 +172,70 @@ class SoftPeer(asyncio.DatagramProtocol):
     def protect_rtcp(self, packet: bytes) -> bytes:
         assert self.srtp is not None
         return self.srtp.protect_rtcp(packet)
+
+
+class _Framed(asyncio.Protocol):
+    """The client end of an ICE-TCP connection: RFC 4571 frames in, datagrams to the peer."""
+
+    def __init__(self, peer: TcpSoftPeer) -> None:
+        self.peer = peer
+        self.decoder = FrameDecoder(self._frame)
+        self.transport: asyncio.Transport | None = None
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.decoder.feed(data)
+
+    def _frame(self, frame: bytes) -> None:
+        if frame:
+            self.peer.datagram_received(frame, ("", 0))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+
+class TcpSoftPeer(SoftPeer):
+    """SoftPeer over an active ICE-TCP connection (RFC 6544) to the SFU's passive TCP
+    candidate: every datagram framed with its 2-byte length (RFC 4571)."""
+
+    def __init__(self, context: DtlsContext, role: DtlsRole = DtlsRole.CLIENT) -> None:
+        super().__init__(context, role)
+        self.stream: _Framed | None = None
+
+    @classmethod
+    async def open(cls, context: DtlsContext, host: str = "127.0.0.1", role: DtlsRole = DtlsRole.CLIENT) -> SoftPeer:
+        return cls(context, role)
+
+    async def dial(self, server: Address) -> None:
+        loop = asyncio.get_running_loop()
+        _, self.stream = await loop.create_connection(lambda: _Framed(self), server[0], server[1])
+
+    @property
+    def address(self) -> Address:
+        assert self.stream is not None and self.stream.transport is not None
+        host, port = self.stream.transport.get_extra_info("sockname")[:2]
+        return host, port
+
+    def send_raw(self, data: bytes) -> None:
+        self.write(frame(data))
+
+    def write(self, data: bytes) -> None:
+        """Bytes as they are, unframed (tests build odd framings with this)."""
+        assert self.stream is not None and self.stream.transport is not None
+        self.stream.transport.write(data)
+
+    async def connect(self, transport: WebRtcTransport, timeout: float = 5.0, candidate: int = 0) -> None:
+        """As SoftPeer.connect, over a TCP connection to the SFU's `candidate`-th TCP candidate."""
+        params = transport.local_params()
+        if self.stream is None:
+            await self.dial(params.tcp_candidates[candidate])
+        await super().connect(transport, timeout, 0)
+
+    def close(self) -> None:
+        super().close()
+        if self.stream is not None and self.stream.transport is not None:
+            self.stream.transport.close()
