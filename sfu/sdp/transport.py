@@ -25,6 +25,7 @@ from sfu.sdp.params import DTLS_CLIENT, DTLS_SERVER, LocalTransportParams, Remot
 HASH_FUNCTIONS = frozenset({"sha-1", "sha-224", "sha-256", "sha-384", "sha-512"})
 HOST_TYPE_PREFERENCE = 126
 COMPONENT_RTP = 1
+TCP_PASSIVE_DIRECTION_PREFERENCE = 4
 DISCARD_CONNECTION = "IN IP4 0.0.0.0"
 
 
@@ -34,7 +35,8 @@ def connection_line(ip: str) -> str:
 
 
 def host_candidates(local: LocalTransportParams) -> list[Candidate]:
-    """One UDP host candidate per (ip, port), in the configured order (RFC 8445 priorities)."""
+    """One UDP host candidate per (ip, port), in the configured order (RFC 8445 priorities),
+    then one passive TCP candidate per ICE-TCP (ip, port)."""
     out = []
     for index, (ip, port) in enumerate(local.candidates):
         local_preference = 65535 - index
@@ -49,6 +51,25 @@ def host_candidates(local: LocalTransportParams) -> list[Candidate]:
                 port=port,
                 type="host",
                 extensions=[("generation", "0")],
+            )
+        )
+    # Passive ICE-TCP (RFC 6544 section 4.2): the same type preference, a local preference
+    # of direction-pref (passive host: 4) << 13 plus a per-address rank, so every TCP
+    # candidate ranks below every UDP one and a browser picks TCP only when UDP fails.
+    first = len(out)
+    for index, (ip, port) in enumerate(local.tcp_candidates):
+        local_preference = (TCP_PASSIVE_DIRECTION_PREFERENCE << 13) | (8191 - index)
+        priority = (HOST_TYPE_PREFERENCE << 24) | (local_preference << 8) | (256 - COMPONENT_RTP)
+        out.append(
+            Candidate(
+                foundation=str(first + index + 1),
+                component=COMPONENT_RTP,
+                transport="tcp",
+                priority=priority,
+                address=ip,
+                port=port,
+                type="host",
+                extensions=[("tcptype", "passive"), ("generation", "0")],
             )
         )
     return out

@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from sfu.sdp.model import MediaSection
+from sfu.sdp.transport import write_local_transport
 from sfu.transport.stun import build_binding_request
 from sfu.transport.tcp import TCP_DROP_NAMES, TcpConnection
 from sfu.transport.tcp_framing import frame
@@ -112,6 +114,19 @@ async def test_many_frames_in_one_write_and_a_frame_split_across_writes(
         peer.write(one[i:i + 1])
         await asyncio.sleep(0)  # let each byte go out on its own where the kernel allows
     await wait_until(lambda: len(rec.rtp) == 11, what="a frame written byte by byte")
+
+
+async def test_sdp_offers_a_passive_tcp_candidate_below_udp(tcp_endpoint: MediaEndpoint) -> None:
+    transport = tcp_endpoint.create_transport()
+    section = MediaSection(kind="audio", port=9, protocol="UDP/TLS/RTP/SAVPF", formats=[])
+    write_local_transport(section, transport.local_params(), "passive", True)
+    lines = [f"a=candidate:{c.to_value()}" for c in section.candidates]
+    assert tcp_endpoint.tcp is not None
+    udp, tcp = section.candidates
+    assert (udp.transport, tcp.transport) == ("udp", "tcp")
+    assert lines[1] == (f"a=candidate:2 1 tcp {tcp.priority} 127.0.0.1 {tcp_endpoint.tcp.port} "
+                        "typ host tcptype passive generation 0")
+    assert tcp.priority < udp.priority
 
 
 async def test_tcp_off_offers_no_tcp_candidate(endpoint: MediaEndpoint) -> None:
