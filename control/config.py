@@ -139,11 +139,16 @@ class MediaConfig:
     announced_ip: str = ""
     # Drop datagrams whose source is outside these networks (empty: accept all).
     allowed_source_networks: list[str] = field(default_factory=list)
+    # Passive ICE-TCP (RFC 6544) for networks that block UDP: worker i also listens on TCP
+    # tcp_port + i; 0 = the same numbers as udp_port (TCP and UDP ports are separate).
+    ice_tcp: bool = True
+    tcp_port: int = 0
 
     def check(self) -> None:
         if self.workers < 0:
             raise ConfigError("media.workers", "must be 0 (one per core) or more")
         _port("media.udp_port", self.udp_port, allow_zero=False)
+        _port("media.tcp_port", self.tcp_port, allow_zero=True)
         if not self.listen_ips:
             raise ConfigError("media.listen_ips", "at least one address is required")
         import ipaddress
@@ -162,6 +167,12 @@ class MediaConfig:
 
     def worker_count(self) -> int:
         return self.workers or (os.cpu_count() or 1)
+
+    def worker_tcp_port(self, index: int) -> int | None:
+        """Worker `index`'s ICE-TCP port, None when ICE-TCP is off."""
+        if not self.ice_tcp:
+            return None
+        return (self.tcp_port or self.udp_port) + index
 
 
 @dataclass(slots=True)

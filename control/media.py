@@ -67,6 +67,9 @@ class WorkerHandle:
             args += ["--announced-ip", self.config.announced_ip]
         for net in self.config.allowed_source_networks:
             args += ["--allow-network", net]
+        tcp_port = self.config.worker_tcp_port(self.index)
+        if tcp_port is not None:
+            args += ["--tcp-port", str(tcp_port)]
         self._ready = asyncio.get_running_loop().create_future()
         self.proc = await asyncio.create_subprocess_exec(
             *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=None,

@@ -58,6 +58,7 @@ class WorkerConfig:
     announced_ip: str = ""
     allowed_source_networks: list[str] = field(default_factory=list)
     consent_timeout: float = 30.0
+    tcp_port: int | None = None  # passive ICE-TCP on this TCP port (0: a free one); None: UDP only
     resend: ResendPolicy = field(default_factory=ResendPolicy)  # answering subscribers' NACKs
 
 
@@ -94,9 +95,11 @@ class Worker:
         self.endpoint = MediaEndpoint(
             self.config.listen_ips, self.config.port, announced_ip=self.config.announced_ip or None,
             allowed_sources=self.config.allowed_source_networks or None,
-            consent_timeout=self.config.consent_timeout, clock=self._loop.time)
+            consent_timeout=self.config.consent_timeout, clock=self._loop.time, tcp_port=self.config.tcp_port)
         await self.endpoint.start()
         self.config.port = self.endpoint.port
+        if self.endpoint.tcp is not None:
+            self.config.tcp_port = self.endpoint.tcp.port
         # The DTLS certificate and context, made now rather than on the first join: the
         # first participant should not wait for them (and they belong to the baseline).
         _ = self.endpoint.dtls_context
@@ -351,11 +354,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--listen-ip", action="append", default=[])
     p.add_argument("--announced-ip", default="")
     p.add_argument("--allow-network", action="append", default=[])
+    p.add_argument("--tcp-port", type=int, default=None, help="passive ICE-TCP port (0: a free one)")
     args = p.parse_args(argv)
     logging.basicConfig(level=os.environ.get("TELESFU_LOG_LEVEL", "INFO").upper(), stream=sys.stderr,
                         format=f"%(asctime)s %(levelname)s worker{args.index} %(name)s: %(message)s")
     config = WorkerConfig(args.index, args.port, args.listen_ip or ["127.0.0.1"], args.announced_ip,
-                          args.allow_network)
+                          args.allow_network, tcp_port=args.tcp_port)
     try:
         import uvloop
 

@@ -139,3 +139,21 @@ async def test_worker_figures_reach_prometheus(plane):
     finally:
         await a.close()
         await b.close()
+
+
+async def test_workers_offer_ice_tcp_on_udp_port_numbers(plane):
+    """ICE-TCP is on by default: worker i listens on TCP udp_port + i (tcp_port 0) and its
+    answers carry that passive TCP candidate below the UDP one."""
+    from pathlib import Path
+
+    offer = (Path(__file__).resolve().parents[2] / "fixtures" / "sdp" / "chromium-sendonly-offer.sdp").read_text()
+    await plane.add_participant("tcp-room", "p")
+    answer = await plane.publish_offer("tcp-room", "p", offer)
+    worker = plane.worker_for("tcp-room")
+    port = plane.config.udp_port + worker.index
+    lines = [line for line in answer.split("\r\n") if line.startswith("a=candidate:")]
+    assert any(" udp " in line and f" {port} typ host" in line for line in lines)
+    tcp = [line for line in lines if " tcp " in line]
+    assert tcp and all(line.endswith(f"127.0.0.1 {port} typ host tcptype passive generation 0") for line in tcp)
+    _, writer = await asyncio.open_connection("127.0.0.1", port)  # the worker accepts on it
+    writer.close()

@@ -92,3 +92,16 @@ def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "absent.toml", env={})
 
+
+
+def test_ice_tcp_is_on_by_default_on_the_udp_port_numbers(tmp_path):
+    media = load_config(env={}).media
+    assert media.ice_tcp and media.tcp_port == 0
+    assert [media.worker_tcp_port(i) for i in range(3)] == [40000, 40001, 40002]
+    media = load_config(write(tmp_path, "[media]\ntcp_port = 50000\n"), env={}).media
+    assert media.worker_tcp_port(2) == 50002
+    media = load_config(env={"TELESFU_MEDIA_ICE_TCP": "false"}).media
+    assert media.worker_tcp_port(0) is None
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, "[media]\ntcp_port = 70000\n"), env={})
+    assert e.value.key == "media.tcp_port"
