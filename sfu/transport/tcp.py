@@ -119,7 +119,7 @@ class TcpConnection(asyncio.Protocol):
         if raw is not None:
             try:
                 raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
+            except Exception:  # OSError; a loop's pseudo-socket may not offer it
                 pass
 
     def data_received(self, data: bytes) -> None:
