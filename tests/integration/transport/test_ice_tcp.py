@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sfu.sdp.model import MediaSection
 from sfu.sdp.transport import write_local_transport
@@ -21,6 +23,7 @@ from sfu.transport.udp import MediaEndpoint
 
 from .conftest import PEER_CONTEXT, Recorder, SkewClock, settle, wait_until
 from .softpeer import SoftPeer, TcpSoftPeer
+from .test_endpoint import ACCOUNTED
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -284,3 +287,45 @@ async def test_a_reader_that_stops_reading_costs_dropped_media_not_memory(
     # The reader resumes: what was queued arrives, whole frames only (SRTP authenticates each).
     peer.stream.transport.resume_reading()
     await wait_until(lambda: len(peer.rtp) == sent, timeout=10, what="queued media delivered")
+
+
+TCP_ACCOUNTED = (*ACCOUNTED, "tcp_frame_too_short", "tcp_frame_too_long", "tcp_unknown_first_byte",
+                 "tcp_stun_other_ufrag")
+
+
+async def test_fuzzed_frames_on_a_bound_connection_never_raise_and_are_each_counted_once(
+    tcp_endpoint: MediaEndpoint, make_tcp_peer: Any
+) -> None:
+    """Hostile frames, cut anywhere, from a peer that authenticated: each frame lands in one
+    counter, nothing raises, the connection stays open (the framing parser's fuzz target)."""
+    rec = Recorder()
+    transport = tcp_endpoint.create_transport(rec, rec.on_state)
+    peer: TcpSoftPeer = await make_tcp_peer()
+    await peer.connect(transport)
+    conn = next(iter(tcp_endpoint.tcp.connections))  # type: ignore[union-attr]
+
+    def accounted() -> int:
+        totals = tcp_endpoint.totals()
+        return sum(totals.get(name, 0) for name in TCP_ACCOUNTED)
+
+    first_bytes = st.sampled_from([0, 1, 3, 4, 20, 22, 23, 63, 64, 127, 128, 144, 191, 192, 255])
+    frames = st.lists(st.tuples(first_bytes, st.binary(max_size=300)), min_size=1, max_size=8)
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(frames=frames, cuts=st.lists(st.integers(min_value=0), max_size=6), big=st.booleans())
+    def feed(frames: list[tuple[int, bytes]], cuts: list[int], big: bool) -> None:
+        datagrams = [bytes([first]) + rest for first, rest in frames]
+        if big:
+            datagrams.append(b"\x80" + bytes(65534))  # a maximum-size frame: too long for media
+        stream = b"".join(frame(d) for d in datagrams)
+        points = sorted({c % (len(stream) + 1) for c in cuts})
+        before = accounted()
+        for a, b in zip([0, *points], [*points, len(stream)], strict=True):
+            conn.data_received(stream[a:b])
+        assert accounted() == before + len(datagrams)
+
+    feed()
+    counters = tcp_endpoint.counters()
+    assert counters["tcp_internal_error"] == 0 and counters["internal_error"] == 0
+    assert counters["tcp_frame_too_long"] > 0
+    assert not conn.closed and conn.bound is transport
