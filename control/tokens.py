@@ -124,7 +124,7 @@ class TokenService:
         if not (isinstance(sub, str) and sub and isinstance(apt, str) and apt and isinstance(name, str)):
             raise TokenError(Code.TOKEN_INVALID, "sub, apt and name must be strings")
         if unsafe_character(name) is not None:
-            raise TokenError(Code.TOKEN_INVALID, "name holds control, bidi or zero-width characters")
+            raise TokenError(Code.TOKEN_INVALID, "name holds control, bidi, zero-width or invisible characters")
         try:
             role_v = Role(role)
         except ValueError:

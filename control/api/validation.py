@@ -53,7 +53,7 @@ def _name(body: dict[str, Any], key: str) -> str:
     v = _str(body, key)
     bad = unsafe_character(v)
     if bad is not None:
-        raise RequestError("invalid_name", f"{key} may not contain control, bidi or zero-width characters "
+        raise RequestError("invalid_name", f"{key} may not contain control, bidi, zero-width or invisible characters "
                                            f"(found {bad})", 422)
     return v
 

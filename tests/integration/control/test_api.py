@@ -135,6 +135,20 @@ async def test_names_with_bidi_zero_width_or_control_characters_refused(live, ki
     assert s == 201, b
 
 
+@pytest.mark.parametrize("name", ["\u3164", "\u115f\u1160", "\uffa0", "\u2800\u2800", "Dr. P\u034fx", "Dr. P\u3164x",
+                                  "Dr. P\u17b4x", "Dr. P\u180bx"])
+@pytest.mark.parametrize("kind", ["providers", "clients"])
+async def test_names_with_invisible_fillers_refused(live, kind, name):
+    """Hangul and braille fillers and other invisible letters are not Cf but render as nothing:
+    a name of U+3164 alone passed the blank check ("   " is refused) and showed as an empty name."""
+    before = await snapshot(live)
+    s, b = await live.call("PUT", f"/v1/{kind}/x1", {"name": name})
+    assert (s, b["error"]["code"]) == (422, "invalid_name"), b
+    assert await snapshot(live) == before
+    s, b = await live.call("PUT", f"/v1/{kind}/x1", {"name": "\ud55c\uad6d \u2801 Zo\u00eb"})  # Hangul, braille
+    assert s == 201, b
+
+
 async def test_body_size_limit(live):
     s, b = await live.call("PUT", "/v1/providers/p1", data=b'{"name": "' + b"x" * 70_000 + b'"}',
                            headers={"Content-Type": "application/json"})

@@ -200,7 +200,7 @@ def test_lifetime_capped_at_ttl_plus_leeway_and_iat_not_in_the_future(exp, iat, 
 
 
 @pytest.mark.parametrize("char", ["\u202e", "\u2066", "\u200f", "\u061c", "\u200b", "\u2060", "\ufeff", "\x00",
-                                  "\n"])
+                                  "\n", "\u3164", "\u2800"])
 def test_a_name_claim_with_bidi_zero_width_or_control_characters_is_refused(char):
     tok = jwt.encode(claims(name=f"Dr. P{char}x"), K1, algorithm="HS256", headers={"kid": "k1"})
     assert service().check(tok, now=NOW) is Code.TOKEN_INVALID
