@@ -37,6 +37,12 @@ if TYPE_CHECKING:
 
 _SEQ_TS_SSRC = struct.Struct("!HII")
 _U16 = struct.Struct("!H")
+# One subscriber's PLI/FIR for one DownTrack are honoured at most this often (s). The stream's
+# KeyframeRequester lets a new request through at once when a keyframe arrived since the last
+# one (a new subscriber missed it), so a publisher that answers quickly would otherwise be held
+# to one keyframe per request by a single subscriber sending PLI after PLI.
+KEYFRAME_REQUEST_INTERVAL = 0.5
+
 _HISTORY = 512  # outgoing packets remembered for NACK answers (power of two; ~4 s of video)
 _HMASK = _HISTORY - 1
 
@@ -47,7 +53,7 @@ class DownTrack:
         "clock_rate", "is_video", "seq", "ts", "bound", "muted", "waiting_keyframe", "needs_sync", "packets",
         "bytes", "rtx_seq", "retransmits", "stats", "cname", "counters", "_gen", "_h_seq", "_h_ext", "_h_ts",
         "_h_gen", "_h_resends", "_h_resent_at", "_h_mark", "_nack_epoch", "_last_in_ts", "_last_out_ts", "_hdr",
-        "nack", "paused", "payload_bytes", "budget",
+        "nack", "paused", "payload_bytes", "budget", "_pli_at",
     )
 
     def __init__(self, track: PublishedTrack, subscriber_id: str, transport: object, ssrc: int, rtx_ssrc: int,
@@ -92,6 +98,7 @@ class DownTrack:
         self._last_in_ts = 0
         self._last_out_ts = 0
         self._hdr = RtpHeader()
+        self._pli_at = float("-inf")
 
     # -- bind time ----------------------------------------------------------------------------
 
@@ -259,6 +266,11 @@ class DownTrack:
         return pkt
 
     def on_pli(self, now: float) -> None:
+        """The subscriber's PLI or FIR: passed on at most once per KEYFRAME_REQUEST_INTERVAL."""
+        if now - self._pli_at < KEYFRAME_REQUEST_INTERVAL:
+            self.counters.drops["pli_rate_limited"] += 1
+            return
+        self._pli_at = now
         self.track.request_keyframe(now)
 
     # -- reports ---------------------------------------------------------------------------------
