@@ -96,7 +96,8 @@ class JoinResult:
 
 @dataclass(frozen=True, slots=True)
 class ResumeResult:
-    """A resume: `admitted` or `waiting` (where the room holds the participant) or `resume_invalid`."""
+    """A resume: `admitted` or `waiting` (where the room holds the participant), `resume_invalid`,
+    or `rate_limited` (the source address spent its refused-join bucket)."""
 
     code: Code
     member: RoomMember | None = None  # who the credential names, as the room holds them
@@ -105,7 +106,7 @@ class ResumeResult:
 
     @property
     def refused(self) -> bool:
-        return self.code is Code.RESUME_INVALID
+        return self.code is not Code.ADMITTED and self.code is not Code.WAITING
 
     @property
     def message(self) -> str:
@@ -222,7 +223,7 @@ class Rooms:
 
     # -- resume ---------------------------------------------------------------------------------
 
-    async def resume(self, credential: str) -> ResumeResult:
+    async def resume(self, credential: str, source: str = "") -> ResumeResult:
         """Back into the room with a resume credential, whatever the join token's expiry.
 
         The credential is bound to a participant, an appointment and a session (the room's
@@ -234,31 +235,38 @@ class Rooms:
         deleted (only one of two racing resumes wins) and a new one is returned. The waiting
         room is not passed again: the participant comes back as the room holds them.
         A refused resume writes nothing (and has no audit entry: an unknown credential names
-        no appointment).
+        no appointment). A refused resume spends the source address's refused-join bucket
+        (`source`: the connection's address), so a flood of guesses gets rate_limited like one
+        of refused joins.
         """
+        if source and self._refusals_by_source.empty(source, self.monotonic()):
+            self.metrics.resumes.labels("refused_rate_limited").inc()
+            return ResumeResult(Code.RATE_LIMITED)
         key = resume_key(credential)
         record = await self.store.get_resume(key) if key is not None else None
         if key is None or record is None:
-            return self._resume_refused("unknown")
+            return self._resume_refused("unknown", source)
         apt_id, pid = record.get("apt", ""), record.get("pid", "")
         room = await self.store.get_room(apt_id) if apt_id else None
         member = room.member(pid) if room is not None else None
         if room is None or member is None or not room.is_open or format_time(room.opened_at) != record.get("session"):
-            return self._resume_refused("not_in_room")
+            return self._resume_refused("not_in_room", source)
         apt = await self.store.get_appointment(apt_id)
         now = self.clock()
         if apt is None or apt.status is not AppointmentStatus.SCHEDULED or not self.window.contains(apt, now):
-            return self._resume_refused("appointment")  # cancelled, or the window closed, meanwhile
+            return self._resume_refused("appointment", source)  # cancelled, or the window closed, meanwhile
         if not await self.store.take_resume(key):
-            return self._resume_refused("used")  # another resume with it won
+            return self._resume_refused("used", source)  # another resume with it won
         new = await self._new_resume(apt, room, pid, now)
         code = Code.ADMITTED if member.presence is Presence.ADMITTED else Code.WAITING
         await self._audit(apt_id, "resume", pid, pid, code.value)
         self.metrics.resumes.labels(code.value).inc()
         return ResumeResult(code, member, room, new)
 
-    def _resume_refused(self, why: str) -> ResumeResult:
+    def _resume_refused(self, why: str, source: str = "") -> ResumeResult:
         self.metrics.resumes.labels(f"refused_{why}").inc()
+        if source:
+            self._refusals_by_source.spend(source, self.monotonic())
         return ResumeResult(Code.RESUME_INVALID)
 
     async def _new_resume(self, apt: Appointment | None, room: Room, participant_id: str, now: datetime) -> str:

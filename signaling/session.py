@@ -261,7 +261,7 @@ class Session:
         """resume{credential}: the participant the room still holds, back on this socket (an
         older socket of theirs is closed with `replaced`); no waiting room, no token."""
         self.joined_at = time.monotonic()
-        result = await self.hub.rooms.resume(credential)
+        result = await self.hub.rooms.resume(credential, source=self.source)
         if result.refused or result.member is None or result.room is None:
             self.hub.metrics.joins.labels("refused").inc()
             self.send(p.error(result.code.value, result.message))

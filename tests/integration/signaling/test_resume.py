@@ -295,3 +295,29 @@ async def test_a_grace_that_ran_out_while_a_resume_was_under_way_closes_that_soc
     finally:
         await c.close()
         await pr.close()
+
+
+async def test_refused_resumes_count_against_the_source_like_refused_joins():
+    """Unknown credentials were answered resume_invalid without limit (500 from one address in
+    0.8 s, each a store read): they spend the per-source refused-join bucket, and past it the
+    address gets rate_limited (4429) for resumes and joins alike; nothing is written."""
+    config = media_config(rooms={"refused_joins_burst_per_source": 3,
+                                 "refused_joins_per_second_per_source": 0.001})
+    async with live_node(config, media=True) as node:
+        await node.setup_appointment("a1", provider="prov", clients=("cli",))
+        before = await node.call("GET", "/v1/rooms/a1")
+        tries: list[SignalingClient] = []
+        try:
+            codes = []
+            for i in range(5):
+                t = await resumed(node, f"{i:043d}")
+                tries.append(t)
+                codes.append(((await t.wait_for("error"))["code"], await t.wait_closed()))
+            assert codes == [("resume_invalid", 4405)] * 3 + [("rate_limited", 4429)] * 2
+            c = await SignalingClient(node, await node.token("a1", "cli")).connect()
+            tries.append(c)
+            assert (await c.wait_for("error"))["code"] == "rate_limited"  # the same bucket as joins
+            assert await node.call("GET", "/v1/rooms/a1") == before
+        finally:
+            for x in tries:
+                await x.close()
