@@ -100,7 +100,7 @@ _TRANSPORT_DROPS = frozenset({
     "stun_bad_request", "stun_unknown_username", "stun_bad_integrity", "stun_unknown_attribute",
     "stun_role_conflict", "stun_unknown_address", "srtp_before_connected", "send_not_connected",
     "send_protect_failed", "srtp_auth_failed", "srtp_replay", "srtp_bad_packet", "dtls_bad_record",
-    "dtls_out_of_state", "stun_unknown_ufrag", "stun_rate_limited",
+    "dtls_out_of_state", "stun_unknown_ufrag", "stun_rate_limited", "stun_ufrag_rate_limited",
     # ICE-TCP (sfu.transport.tcp.TCP_DROP_NAMES)
     "tcp_refused_connection_cap", "tcp_refused_source_cap", "tcp_refused_source_not_allowed", "tcp_closed_garbage",
     "tcp_closed_idle", "tcp_frame_too_short", "tcp_frame_too_long", "tcp_unknown_first_byte", "tcp_stun_other_ufrag",

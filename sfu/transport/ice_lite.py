@@ -42,6 +42,7 @@ DROP_UNKNOWN_ATTRIBUTE = 10  # 420 with UNKNOWN-ATTRIBUTES
 DROP_ROLE_CONFLICT = 11  # 487: the peer claims the controlled role too
 DROP_UNKNOWN_ADDRESS = 12  # registry: no USERNAME and no transport at that address
 DROP_UNKNOWN_UFRAG = 13  # registry: USERNAME names no local ufrag; dropped before parsing, unanswered
+DROP_UFRAG_LIMITED = 14  # registry: the ufrag's failed checks are spent; only its selected address is heard
 
 EVENT_NAMES: tuple[str, ...] = (
     "check",
@@ -58,6 +59,7 @@ EVENT_NAMES: tuple[str, ...] = (
     "stun_role_conflict",
     "stun_unknown_address",
     "stun_unknown_ufrag",
+    "stun_ufrag_rate_limited",
 )
 
 
@@ -244,14 +246,22 @@ class IceLiteRegistry(Generic[T]):
     selected; a transport that moves away or is removed only gives up an address
     it still owns. Addresses are keys exactly as the worker passes them (normalize
     IPv6 4-tuples to (host, port) before both handle_stun and get_by_address).
+
+    A request that names a known ufrag but fails its integrity check cost us an HMAC; the
+    per-source limiter of the endpoint bounds that per host, and `_failures` bounds it per
+    ufrag, whatever the number of source addresses: a participant who knows only its own
+    transport's ufrag can spend at most UFRAG_FAILURE_RATE HMACs a second on bad checks,
+    after which that ufrag is heard only from its selected address (its consent checks go
+    on) until the bucket refills.
     """
 
-    __slots__ = ("_by_ufrag", "_by_address", "_provisional")
+    __slots__ = ("_by_ufrag", "_by_address", "_provisional", "_failures")
 
     def __init__(self) -> None:
         self._by_ufrag: dict[str, tuple[IceLite, T]] = {}
         self._by_address: dict[Address, T] = {}
         self._provisional: dict[str, Address] = {}  # local ufrag -> address routed before nomination
+        self._failures = FailureLimiter(UFRAG_FAILURE_RATE, UFRAG_FAILURE_BURST, UFRAG_FAILURE_ENTRIES)
 
     @property
     def by_address(self) -> dict[Address, T]:
@@ -291,6 +301,7 @@ class IceLiteRegistry(Generic[T]):
         prov = self._provisional.pop(ice.local_ufrag, None)
         if prov is not None and self._by_address.get(prov) is transport:
             del self._by_address[prov]
+        self._failures.forget(ice.local_ufrag)
         return transport
 
     def get_by_ufrag(self, ufrag: str) -> T | None:
@@ -310,8 +321,12 @@ class IceLiteRegistry(Generic[T]):
         message is parsed: one walk of the attribute headers and a dict lookup.
         """
         ufrag = stun.username_ufrag(buf)
-        if ufrag is not None and ufrag not in self._by_ufrag:
-            return None, None, DROP_UNKNOWN_UFRAG
+        if ufrag is not None:
+            known = self._by_ufrag.get(ufrag)
+            if known is None:
+                return None, None, DROP_UNKNOWN_UFRAG
+            if known[0].selected_address != addr and self._failures.limited(ufrag, now):
+                return None, None, DROP_UFRAG_LIMITED
         msg = stun.parse_message(buf)
         if msg is None:
             return None, None, DROP_MALFORMED
@@ -332,6 +347,8 @@ class IceLiteRegistry(Generic[T]):
             return found, early[0], early[1]
         old = ice.selected_address
         response, event = ice.handle_message(msg, buf, addr, now)
+        if event == DROP_BAD_INTEGRITY:
+            self._failures.charge(ice.local_ufrag, now)
         if event == EVENT_CHECK and ice.selected_address is None:
             # A valid check before any nomination: route this address to the transport
             # provisionally (one address at most), so a DTLS flight sent as soon as the peer
@@ -361,6 +378,9 @@ class IceLiteRegistry(Generic[T]):
 DEFAULT_FAILURE_RATE = 20.0  # failed STUN requests a second a source host may cost us
 DEFAULT_FAILURE_BURST = 40.0
 DEFAULT_FAILURE_SOURCES = 4096  # hosts remembered (oldest forgotten first)
+UFRAG_FAILURE_RATE = 50.0  # failed integrity checks a second one local ufrag may cost us, from any sources
+UFRAG_FAILURE_BURST = 100.0
+UFRAG_FAILURE_ENTRIES = 65536  # ufrags with failures remembered; a removed transport's entry is forgotten
 
 
 class FailureLimiter:
@@ -409,6 +429,9 @@ class FailureLimiter:
             hosts[host] = [self.burst - 1.0, now]
             return
         entry[0] = self._refill(entry, now) - 1.0
+
+    def forget(self, key: str) -> None:
+        self._hosts.pop(key, None)
 
     def __len__(self) -> int:
         return len(self._hosts)

@@ -109,7 +109,8 @@ def test_bad_credentials_rejected(ufrag: str, pwd: str) -> None:
 
 
 def test_event_names_cover_every_event() -> None:
-    assert len(EVENT_NAMES) == DROP_UNKNOWN_UFRAG + 1
+    assert len(EVENT_NAMES) == ice_lite.DROP_UFRAG_LIMITED + 1
+    assert EVENT_NAMES[ice_lite.DROP_UFRAG_LIMITED] == "stun_ufrag_rate_limited"
     assert EVENT_NAMES[DROP_BAD_INTEGRITY] == "stun_bad_integrity"
     assert EVENT_NAMES[DROP_UNKNOWN_USERNAME] == "stun_unknown_username"
     assert EVENT_NAMES[DROP_MALFORMED] == "stun_malformed"
@@ -548,3 +549,33 @@ def test_registry_address_map_stays_consistent(ops: list[tuple[int, int, str]]) 
             # transport that has no selection yet (its one pre-nomination address)
             assert owner.ice.selected_address == mapped or (
                 owner.ice.selected_address is None and registry._provisional.get(owner.ice.local_ufrag) == mapped)
+
+
+def test_registry_bounds_failed_checks_per_ufrag_from_any_number_of_sources() -> None:
+    # A participant knows its own transport's ufrag: bad checks from 5,000 addresses (each
+    # under the endpoint's per-host limit) must not each cost an HMAC. Past the ufrag's burst
+    # they are dropped unread, while the selected address's checks still get through.
+    registry: IceLiteRegistry[FakeTransport] = IceLiteRegistry()
+    a = add_transport(registry, "a")
+    other = add_transport(registry, "other")
+    registry.handle_stun(check_for(a, use_candidate=True), ADDR_A, 0.0)  # selected
+    forged_key = b"guessedpassword1234567"
+    hmacs = limited = 0
+    for i in range(5000):
+        forged = stun.build_binding_request(
+            stun.new_transaction_id(), f"{a.ice.local_ufrag}:{a.ice.remote_ufrag}", forged_key, 1, 2)
+        _, _, event = registry.handle_stun(forged, (f"10.0.{i // 250}.{i % 250}", 5000 + i), 1.0)
+        hmacs += event == DROP_BAD_INTEGRITY
+        limited += event == ice_lite.DROP_UFRAG_LIMITED
+    assert hmacs <= ice_lite.UFRAG_FAILURE_BURST
+    assert hmacs + limited == 5000
+    t, response, event = registry.handle_stun(check_for(a), ADDR_A, 1.0)
+    assert (t, event) == (a, EVENT_CHECK) and response is not None  # consent goes on
+    t, _, event = registry.handle_stun(check_for(other), ADDR_B, 1.0)
+    assert (t, event) == (other, EVENT_CHECK)  # another transport is not affected
+    # The bucket refills at the rate: a second later about UFRAG_FAILURE_RATE more are heard.
+    forged = stun.build_binding_request(
+        stun.new_transaction_id(), f"{a.ice.local_ufrag}:{a.ice.remote_ufrag}", forged_key, 1, 2)
+    assert registry.handle_stun(forged, ("10.9.9.9", 1), 2.0)[2] == DROP_BAD_INTEGRITY
+    registry.remove(a.ice)  # its failure entry goes with it
+    assert registry._failures.limited(a.ice.local_ufrag, 2.0) is False
