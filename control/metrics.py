@@ -62,6 +62,10 @@ class Metrics:
                                         "Signaling messages refused, by error code", ["code"], registry=r)
         self.signaling_unjoined = Gauge("telesfu_signaling_unjoined_connections",
                                         "Open signaling WebSockets that have not joined yet", registry=r)
+        self.signaling_unjoined_let_go = Counter(
+            "telesfu_signaling_unjoined_let_go_total",
+            "Unjoined WebSockets closed (1013) to make room for newer ones when the node held signaling.max_unjoined",
+            registry=r)
         self.signaling_refused = Counter("telesfu_signaling_upgrades_refused_total",
                                          "WebSocket upgrades refused before accept, by cap (per_source, total)",
                                          ["reason"], registry=r)

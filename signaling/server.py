@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
+import itertools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,42 +18,76 @@ WEB_DIR = Path(__file__).resolve().parent / "web"
 HUB = web.AppKey("signaling_hub", Hub)
 
 
+def source_key(address: str) -> str:
+    """What the per-source cap counts: an IPv4 address, or the /64 of an IPv6 one (a host is
+    handed a whole /64, so its addresses cost nothing to vary)."""
+    if ":" not in address:
+        return address
+    try:
+        net = ipaddress.IPv6Network((address.split("%", 1)[0], 64), strict=False)
+    except ValueError:
+        return address
+    return str(net)
+
+
 class UnjoinedGate:
-    """Counts WebSockets that have not joined yet, per source address and in total, and caps them.
+    """Counts WebSockets that have not joined yet, per source and in total, and caps them.
 
     A slot is taken before the upgrade is accepted and given back once the first message was
     handled (joined, waiting, refused) or the connection ended, so a source cannot hold more
-    than `per_source` sockets (and the node more than `total`) without a join behind them.
+    than `per_source` sockets without a join behind them (429 past that). When the node holds
+    `total`, the oldest unjoined socket is let go (closed 1013, try again) to make room, rather
+    than the new one refused: many sources each under their cap could otherwise fill the node
+    and keep every legitimate join out for as long as they reconnect every join deadline,
+    while a browser sends its join within a round trip of the upgrade and so is never the
+    oldest for long.
     """
 
-    __slots__ = ("per_source", "total", "count", "by_source")
+    __slots__ = ("per_source", "total", "by_source", "_unjoined", "_tickets")
 
     def __init__(self, per_source: int, total: int) -> None:
         self.per_source = per_source
         self.total = total
-        self.count = 0
         self.by_source: dict[str, int] = {}
+        self._unjoined: dict[int, tuple[str, Callable[[], None]]] = {}  # ticket -> (source key, let go); oldest first
+        self._tickets = itertools.count(1)
 
-    def acquire(self, source: str) -> str:
-        """Take a slot for `source`: "" when taken, else the cap that refused it ("per_source", "total")."""
-        if self.count >= self.total:
-            return "total"
-        n = self.by_source.get(source, 0)
+    @property
+    def count(self) -> int:
+        return len(self._unjoined)
+
+    def acquire(self, source: str, let_go: Callable[[], None]) -> tuple[int, str]:
+        """Take a slot for `source`: (ticket, "") when taken, (0, cap) when refused ("per_source",
+        or "total" when the node takes no unjoined socket at all). `let_go` is called if the slot
+        is later taken back to make room for a newer socket; the ticket is then released already."""
+        key = source_key(source)
+        n = self.by_source.get(key, 0)
         if n >= self.per_source:
-            return "per_source"
-        self.by_source[source] = n + 1
-        self.count += 1
-        return ""
+            return 0, "per_source"
+        if self.total <= 0:
+            return 0, "total"
+        while len(self._unjoined) >= self.total:
+            oldest = next(iter(self._unjoined))
+            _, oldest_let_go = self._unjoined[oldest]
+            self.release(oldest)
+            oldest_let_go()
+        n = self.by_source.get(key, 0)  # letting one go may have freed a slot of this source
+        ticket = next(self._tickets)
+        self._unjoined[ticket] = (key, let_go)
+        self.by_source[key] = n + 1
+        return ticket, ""
 
-    def release(self, source: str) -> None:
-        n = self.by_source.get(source, 0)
-        if n <= 0:
+    def release(self, ticket: int) -> None:
+        """Give a slot back (idempotent)."""
+        entry = self._unjoined.pop(ticket, None)
+        if entry is None:
             return
-        self.count -= 1
-        if n == 1:
-            del self.by_source[source]
+        key = entry[0]
+        n = self.by_source.get(key, 0)
+        if n <= 1:
+            self.by_source.pop(key, None)
         else:
-            self.by_source[source] = n - 1
+            self.by_source[key] = n - 1
 
 
 GATE = web.AppKey("signaling_unjoined_gate", UnjoinedGate)
@@ -86,31 +123,45 @@ def page_headers(frame_ancestors: list[str]) -> dict[str, str]:
 
 async def rtc(request: web.Request) -> web.StreamResponse:
     hub, gate = request.app[HUB], request.app[GATE]
+    metrics = hub.metrics
     source = request.remote or ""
-    refused = gate.acquire(source)
+    ws = web.WebSocketResponse(max_msg_size=2 * p.MAX_FRAME_BYTES, heartbeat=20.0)
+    released = let_go = False
+    session: Session | None = None
+
+    def on_let_go() -> None:  # the gate took this slot back for a newer socket
+        nonlocal released, let_go
+        released = let_go = True
+        metrics.signaling_unjoined.dec()
+        metrics.signaling_unjoined_let_go.inc()
+        if session is not None:
+            session.let_go()
+
+    ticket, refused = gate.acquire(source, on_let_go)
     if refused:
-        hub.metrics.signaling_refused.labels(refused).inc()
+        metrics.signaling_refused.labels(refused).inc()
         if refused == "per_source":
             return _refusal(429, "too_many_connections", "too many connections from your address are waiting to "
                                                          "join; try again shortly")
         return _refusal(503, "server_busy", "this server has too many connections waiting to join; try again shortly")
-    metrics = hub.metrics
     metrics.signaling_unjoined.inc()
-    released = False
 
     def release() -> None:
         nonlocal released
         if not released:
             released = True
-            gate.release(source)
+            gate.release(ticket)
             metrics.signaling_unjoined.dec()
 
     try:
-        ws = web.WebSocketResponse(max_msg_size=2 * p.MAX_FRAME_BYTES, heartbeat=20.0)
         await ws.prepare(request)
+        if let_go:  # let go while the upgrade was being answered
+            await ws.close(code=p.CLOSE_TRY_AGAIN, message=b"server_busy")
+            return ws
         metrics.signaling_connections.inc()
         try:
-            await Session(hub, ws, source, on_first_message=release).run()
+            session = Session(hub, ws, source, on_first_message=release)
+            await session.run()
         finally:
             metrics.signaling_connections.dec()
     finally:

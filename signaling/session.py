@@ -67,6 +67,8 @@ class Session:
         self.violations = 0
         self.malformed = 0
         self._on_first_message = on_first_message  # the first frame was handled (or never came)
+        self._first_wait: asyncio.Timeout | None = None  # the join deadline, while the first frame is awaited
+        self._let_go = False
         self._outbox: asyncio.Queue[tuple[str, int | None, str]] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self.close_code: int | None = None
@@ -118,13 +120,23 @@ class Session:
     async def _receive(self) -> None:
         try:
             try:
-                async with asyncio.timeout(self.hub.node.config.signaling.join_timeout_seconds):
+                async with asyncio.timeout(self.hub.node.config.signaling.join_timeout_seconds) as wait:
+                    self._first_wait = wait
+                    if self._let_go:
+                        wait.reschedule(asyncio.get_running_loop().time())
                     first = await self.ws.receive()
             except TimeoutError:
+                if self._let_go:
+                    self.send(p.error("server_busy", "this server has too many connections waiting to join; "
+                                                     "try again shortly"))
+                    self.close(p.CLOSE_TRY_AGAIN, "server_busy")
+                    return
                 self.hub.metrics.signaling_errors.labels("join_timeout").inc()
                 self.send(p.error("join_timeout", "send join{token} first"))
                 self.close(p.CLOSE_CODES["join_timeout"], "join timeout")
                 return
+            finally:
+                self._first_wait = None
             await self._handle_frame(first)
         finally:
             if self._on_first_message is not None:
@@ -133,6 +145,13 @@ class Session:
         while self.state is not State.CLOSED:
             m = await self.ws.receive()
             await self._handle_frame(m)
+
+    def let_go(self) -> None:
+        """Give up waiting for the first frame (the node needs the slot for a newer socket):
+        the session says server_busy and closes 1013, as at its join deadline."""
+        self._let_go = True
+        if self._first_wait is not None:
+            self._first_wait.reschedule(asyncio.get_running_loop().time())
 
     async def _handle_frame(self, m: Any) -> None:
         if m.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):

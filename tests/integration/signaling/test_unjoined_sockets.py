@@ -138,33 +138,39 @@ async def _refused_status(ln, stack: AsyncExitStack, source: str) -> int:
 
 
 async def test_unjoined_sockets_are_capped_per_source_and_in_total(ln):
-    """Caps of 2 per source and 3 in all (the fixture): the next upgrade is refused before accept."""
+    """Caps of 2 per source and 3 in all (the fixture): past the source's cap the upgrade is
+    refused before accept (429); past the node's, the oldest unjoined socket is let go (1013)
+    so that a new one, a legitimate join among them, still gets in."""
     await ln.setup_appointment("a1", provider="prov", clients=("cli",))
     async with AsyncExitStack() as stack:
         first = await _open_unjoined(ln, stack, "127.0.0.1")
         await _open_unjoined(ln, stack, "127.0.0.1")
         assert await _refused_status(ln, stack, "127.0.0.1") == 429
         await _open_unjoined(ln, stack, "127.0.0.2")  # another source still gets in: 3 in all
-        assert await _refused_status(ln, stack, "127.0.0.3") == 503
         metrics = await metrics_text(ln)
         assert counter(metrics, "telesfu_signaling_upgrades_refused_total", reason="per_source") == 1
-        assert counter(metrics, "telesfu_signaling_upgrades_refused_total", reason="total") == 1
         assert counter(metrics, "telesfu_signaling_unjoined_connections") == 3
-        # one unjoined socket goes away: a legitimate join gets in, and once joined it no longer counts
-        await first.close()
-        for _ in range(100):
-            if counter(await metrics_text(ln), "telesfu_signaling_unjoined_connections") == 2:
-                break
-            await asyncio.sleep(0.05)
-        c = await SignalingClient(ln, await ln.token("a1", "cli")).connect()
-        stack.push_async_callback(c.close)
-        await c.wait_for("joined")
+        # The node is full: a legitimate join from a fourth source gets in, and the oldest
+        # unjoined socket is the one let go.
+        joiner = await _open_unjoined(ln, stack, "127.0.0.3")
+        await joiner.send_json({"type": "join", "token": await ln.token("a1", "cli")})
+        kinds = []
+        while "joined" not in kinds:
+            kinds.append(json.loads((await asyncio.wait_for(joiner.receive(), 10)).data)["type"])
+        said = await asyncio.wait_for(first.receive(), 5)
+        assert said.type == aiohttp.WSMsgType.TEXT and json.loads(said.data)["code"] == "server_busy"
+        closed = await asyncio.wait_for(first.receive(), 5)
+        assert closed.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        assert first.close_code == 1013
+        metrics = await metrics_text(ln)
+        assert counter(metrics, "telesfu_signaling_unjoined_let_go_total") == 1
+        assert counter(metrics, "telesfu_signaling_upgrades_refused_total", reason="total") == 0
         for _ in range(100):  # the join is done once the participant is in the media room too
             if counter(await metrics_text(ln), "telesfu_signaling_unjoined_connections") == 2:
                 break
             await asyncio.sleep(0.05)
         assert counter(await metrics_text(ln), "telesfu_signaling_unjoined_connections") == 2
-        await _open_unjoined(ln, stack, "127.0.0.1")  # the joined socket's slot is free again
+        await _open_unjoined(ln, stack, "127.0.0.1")  # the let-go socket's slot is free again
     # the held sockets are gone: the node is back to no unjoined socket
     for _ in range(100):
         if counter(await metrics_text(ln), "telesfu_signaling_unjoined_connections") == 0:
