@@ -26,6 +26,10 @@ def main(argv: list[str]) -> int:
 
     faults_bench.add_arguments(sub.add_parser("faults", help="a media worker SIGKILLed mid-session: time until both "
                                                             "sides of a 1:1 decode video again"))
+    from bench import soak as soak_bench
+
+    soak_bench.add_arguments(sub.add_parser("soak", help="long run at a fraction of capacity with joins and leaves: "
+                                                         "RSS and fds per process, loss, pass/fail"))
     args = parser.parse_args(argv)
     if args.scenario == "control":
         return control_bench.run(args)
@@ -35,4 +39,6 @@ def main(argv: list[str]) -> int:
         return joins_bench.run(args)
     if args.scenario == "faults":
         return faults_bench.run(args)
+    if args.scenario == "soak":
+        return soak_bench.run(args)
     return 2
