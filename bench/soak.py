@@ -52,6 +52,7 @@ from bench.media import (
     group,
     rss_kb,
     run_ramp,
+    system_cpu,
     worker_pids_of,
 )
 from bench.media_source import EncodedMedia, load_media
@@ -294,6 +295,8 @@ async def take_sample(t0: float, node: NodeTarget, churn: Churn, warmup: bool) -
             "live_participants": churn.live_participants(), "rooms": len(churn.rooms),
             "joins": churn.joins, "leaves": churn.leaves, "join_failures": churn.join_failures,
             "generator_cpu_seconds": round(time.process_time(), 3),
+            # the whole machine: on a shared host, what else ran (busy CPU seconds since boot, load)
+            "machine_busy_cpu_seconds": round(system_cpu()[0], 2), "loadavg_1m": round(os.getloadavg()[0], 2),
             "sfu_cpu_seconds": round(sum(float(w.get("cpu_seconds", 0.0)) for w in stats), 3)}
 
 
@@ -336,6 +339,8 @@ def verdict(samples: list[dict[str, Any]]) -> dict[str, Any]:
             "forwarded_pps": round((last["forwarded_packets"] - first["forwarded_packets"]) / wall, 1),
             "sfu_cores": round((last["sfu_cpu_seconds"] - first["sfu_cpu_seconds"]) / wall, 3),
             "generator_cores": round((last["generator_cpu_seconds"] - first["generator_cpu_seconds"]) / wall, 3),
+            "machine_busy_cores": round((last["machine_busy_cpu_seconds"] - first["machine_busy_cpu_seconds"]) / wall, 3),
+            "loadavg_1m_max": max(s["loadavg_1m"] for s in measured),
             "joins": last["joins"] - first["joins"], "leaves": last["leaves"] - first["leaves"],
             "rule": {"rss_growth_pct_max": 100 * RSS_GROWTH_LIMIT, "fds": f"end <= start + max({FDS_SLACK}, "
                      f"{100 * FDS_SLACK_SHARE:g}%)", "loss_pct_below": 100 * LOSS_LIMIT},
@@ -467,7 +472,8 @@ def print_summary(report: dict[str, Any]) -> None:
     console.print(t)
     console.print(f"{r['measured_seconds']:.0f} s measured, {r['samples_measured']} samples; forwarded "
                   f"{r['forwarded_pps']:,.0f} pkt/s, SFU {r['sfu_cores']:.2f} cores, generator "
-                  f"{r['generator_cores']:.2f} cores; loss {r['loss_pct']:.4f}% ({r['lost_packets']:,} of "
+                  f"{r['generator_cores']:.2f} cores, whole machine {r['machine_busy_cores']:.2f} cores (1-min load "
+                  f"up to {r['loadavg_1m_max']:.1f}); loss {r['loss_pct']:.4f}% ({r['lost_packets']:,} of "
                   f"{r['expected_packets']:,}); joins {r['joins']}, leaves {r['leaves']}")
     console.print(("PASS" if r["pass"] else "FAIL: " + "; ".join(r["failures"])) +
                   " (rule: RSS growth <= 5% after warm-up, fds flat, loss < 0.5%)")
