@@ -26,8 +26,11 @@ def main(argv: list[str]) -> int:
 
     faults_bench.add_arguments(sub.add_parser("faults", help="a media worker SIGKILLed mid-session: time until both "
                                                             "sides of a 1:1 decode video again"))
+    from bench import amplify as amplify_bench
     from bench import soak as soak_bench
 
+    amplify_bench.add_arguments(sub.add_parser("amplify", help="bytes out per byte in and CPU per datagram of "
+                                                               "every input a remote party can send"))
     soak_bench.add_arguments(sub.add_parser("soak", help="long run at a fraction of capacity with joins and leaves: "
                                                          "RSS and fds per process, loss, pass/fail"))
     args = parser.parse_args(argv)
@@ -39,6 +42,8 @@ def main(argv: list[str]) -> int:
         return joins_bench.run(args)
     if args.scenario == "faults":
         return faults_bench.run(args)
+    if args.scenario == "amplify":
+        return amplify_bench.run(args)
     if args.scenario == "soak":
         return soak_bench.run(args)
     return 2
