@@ -291,6 +291,8 @@ async def take_sample(t0: float, node: NodeTarget, churn: Churn, warmup: bool) -
             "processes": {name: {"pid": pid, "rss_kb": rss_kb(pid), "fds": open_fds(pid)}
                           for pid, name in procs.items()},
             "forwarded_packets": forwarded, "received_packets": received, "drops": drops,
+            # what the subscribers got (the node's forwarded counter drops when participants leave on 675b178)
+            "subscribers_received_packets": churn.gen.counters.rtp_received,
             "expected_packets": expected, "lost_packets": lost,
             "live_participants": churn.live_participants(), "rooms": len(churn.rooms),
             "joins": churn.joins, "leaves": churn.leaves, "join_failures": churn.join_failures,
@@ -337,6 +339,8 @@ def verdict(samples: list[dict[str, Any]]) -> dict[str, Any]:
             "expected_packets": expected, "lost_packets": lost, "loss_pct": round(100 * loss, 4),
             "forwarded_packets": last["forwarded_packets"] - first["forwarded_packets"],
             "forwarded_pps": round((last["forwarded_packets"] - first["forwarded_packets"]) / wall, 1),
+            "subscribers_received_pps": round((last["subscribers_received_packets"]
+                                               - first["subscribers_received_packets"]) / wall, 1),
             "sfu_cores": round((last["sfu_cpu_seconds"] - first["sfu_cpu_seconds"]) / wall, 3),
             "generator_cores": round((last["generator_cpu_seconds"] - first["generator_cpu_seconds"]) / wall, 3),
             "machine_busy_cores": round((last["machine_busy_cpu_seconds"] - first["machine_busy_cpu_seconds"]) / wall, 3),
@@ -471,7 +475,7 @@ def print_summary(report: dict[str, Any]) -> None:
                   str(p["fds_end"]), str(p["fds_max"]))
     console.print(t)
     console.print(f"{r['measured_seconds']:.0f} s measured, {r['samples_measured']} samples; forwarded "
-                  f"{r['forwarded_pps']:,.0f} pkt/s, SFU {r['sfu_cores']:.2f} cores, generator "
+                  f"{r['forwarded_pps']:,.0f} pkt/s (subscribers received {r['subscribers_received_pps']:,.0f}), SFU {r['sfu_cores']:.2f} cores, generator "
                   f"{r['generator_cores']:.2f} cores, whole machine {r['machine_busy_cores']:.2f} cores (1-min load "
                   f"up to {r['loadavg_1m_max']:.1f}); loss {r['loss_pct']:.4f}% ({r['lost_packets']:,} of "
                   f"{r['expected_packets']:,}); joins {r['joins']}, leaves {r['leaves']}")
