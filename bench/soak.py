@@ -510,16 +510,20 @@ def plot(report: dict[str, Any], path: str) -> None:
     for a, b in zip(samples, samples[1:], strict=False):
         e = b["expected_packets"] - a["expected_packets"]
         loss_pct.append(100 * (b["lost_packets"] - a["lost_packets"]) / e if e > 0 else 0.0)
-        pps.append((b["forwarded_packets"] - a["forwarded_packets"]) / max(b["t"] - a["t"], 1e-9))
+        key = "subscribers_received_packets" if "subscribers_received_packets" in b else "forwarded_packets"
+        pps.append((b[key] - a[key]) / max(b["t"] - a["t"], 1e-9))
     ax_loss.plot(ts[1:], loss_pct, color="C3", label="loss % per interval")
     ax_loss.axhline(100 * LOSS_LIMIT, color="red", linestyle="--", linewidth=1, label="0.5% limit")
     ax_loss.set_ylabel("loss %")
     ax_loss.legend(fontsize=8, loc="upper left")
     ax_pps = ax_loss.twinx()
-    ax_pps.plot(ts[1:], pps, color="C0", alpha=0.6, label="forwarded pkt/s")
+    received = bool(samples) and "subscribers_received_packets" in samples[-1]
+    ax_pps.plot(ts[1:], pps, color="C0", alpha=0.6,
+                label="received by subscribers, pkt/s" if received else "forwarded (node counter), pkt/s")
     ax_pps.set_ylabel("forwarded pkt/s")
     ax_pps.legend(fontsize=8, loc="upper right")
-    ax_loss.set_title("loss per sample interval, and forwarded packets/s")
+    ax_loss.set_title("loss per sample interval (RFC 3550: negative when late packets and retransmissions "
+                      "fill earlier gaps), and packets/s")
     ax_loss.set_xlabel("minutes")
     m = report.get("machine", {})
     r = report.get("result", {})
