@@ -211,10 +211,13 @@ class RecvStream:
                 if ext_id == 15:
                     return
                 size = 2 + (b & 0x0F)
+                if i + size > end:  # runs past the block: malformed, erased to the block's end
+                    pkt[i:end] = bytes(end - i)
+                    return
                 new_id = m[ext_id]
                 need = lengths[new_id]
                 if new_id == 0 or new_id > 14 or (need and need != size - 1):  # erase: unknown or malformed
-                    pkt[i:i + size] = bytes(min(size, end - i))
+                    pkt[i:i + size] = bytes(size)
                 else:
                     pkt[i] = (new_id << 4) | (b & 0x0F)
                 i += size
@@ -224,13 +227,17 @@ class RecvStream:
                 if ext_id == 0:
                     i += 1
                     continue
-                if i + 1 >= end:
+                if i + 1 >= end:  # an id without its length: erased
+                    pkt[i] = 0
                     return
                 size = 2 + pkt[i + 1]
+                if i + size > end:
+                    pkt[i:end] = bytes(end - i)
+                    return
                 new_id = m[ext_id]
                 need = lengths[new_id]
                 if new_id == 0 or (need and need != size - 2):
-                    pkt[i:i + size] = bytes(min(size, end - i))
+                    pkt[i:i + size] = bytes(size)
                 else:
                     pkt[i] = new_id
                 i += size
