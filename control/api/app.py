@@ -13,7 +13,6 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from control import jsonparse
 from control.api import validation as v
 from control.api.openapi import openapi_document
 from control.api.validation import RequestError
@@ -115,14 +114,7 @@ async def read_json(request: web.Request, *, optional: bool = False) -> Any:
             raw = await request.read()
     except TimeoutError:
         raise RequestError("body_timeout", "the request body did not arrive in time", 408) from None
-    if not raw.strip():
-        if optional:
-            return None
-        raise RequestError("invalid_json", "a JSON body is required")
-    try:
-        return jsonparse.parse(raw)
-    except jsonparse.JsonInputError as e:
-        raise RequestError("invalid_json", f"the body is not acceptable JSON: {e.message}") from None
+    return v.parse_json_body(raw, optional=optional)
 
 
 def room_json(room: Room) -> dict[str, Any]:

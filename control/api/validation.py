@@ -6,6 +6,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+from control import jsonparse
 from control.domain.models import Appointment, AppointmentStatus, Client, Provider, parse_time
 from control.domain.text import unsafe_character
 
@@ -21,6 +22,19 @@ class RequestError(Exception):
         self.code = code
         self.message = message
         self.status = status
+
+
+def parse_json_body(raw: bytes, *, optional: bool = False) -> Any:
+    """A request body's bytes to JSON within control/jsonparse's bounds (depth 32, numbers of
+    at most 100 characters, no NaN); None for an empty optional body. Raises RequestError."""
+    if not raw.strip():
+        if optional:
+            return None
+        raise RequestError("invalid_json", "a JSON body is required")
+    try:
+        return jsonparse.parse(raw)
+    except jsonparse.JsonInputError as e:
+        raise RequestError("invalid_json", f"the body is not acceptable JSON: {e.message}") from None
 
 
 def check_id(value: str, what: str) -> str:

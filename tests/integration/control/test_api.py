@@ -114,7 +114,9 @@ async def test_bad_appointments_refused_and_change_nothing(live, body, status, c
 
 @pytest.mark.parametrize("raw,code", [(b"{", "invalid_json"), (b"", "invalid_json"), (b"[1,2]", "invalid_body"),
                                       (b"\xff\xfe", "invalid_json"), (b'{"name": ""}', "invalid_field"),
-                                      (b'{"name": 5}', "invalid_field"), (b"null", "invalid_body")])
+                                      (b'{"name": 5}', "invalid_field"), (b"null", "invalid_body"),
+                                      (b'{"name": ' + b"1" * 5000 + b"}", "invalid_json"),  # found by tests/fuzz
+                                      (b"[" * 30_000 + b"]" * 30_000, "invalid_json")])
 async def test_malformed_bodies(live, raw, code):
     before = await snapshot(live)
     s, b = await live.call("PUT", "/v1/providers/p1", data=raw, headers={"Content-Type": "application/json"})
