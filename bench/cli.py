@@ -33,6 +33,11 @@ def main(argv: list[str]) -> int:
                                                                "every input a remote party can send"))
     soak_bench.add_arguments(sub.add_parser("soak", help="long run at a fraction of capacity with joins and leaves: "
                                                          "RSS and fds per process, loss, pass/fail"))
+    p_fuzz = sub.add_parser("fuzz", help="coverage-guided fuzzing (atheris) of every parser a remote party reaches, "
+                                         "and the CPU and memory cost of the worst single input")
+    from bench import fuzz as fuzz_bench
+
+    fuzz_bench.add_arguments(p_fuzz)
     args = parser.parse_args(argv)
     if args.scenario == "control":
         return control_bench.run(args)
@@ -46,4 +51,6 @@ def main(argv: list[str]) -> int:
         return amplify_bench.run(args)
     if args.scenario == "soak":
         return soak_bench.run(args)
+    if args.scenario == "fuzz":
+        return fuzz_bench.run(args)
     return 2

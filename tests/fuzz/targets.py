@@ -1,0 +1,696 @@
+"""Fuzz targets: every parser a remote party reaches, called the way the server calls it.
+
+Each target takes one input (bytes) and returns normally when the server would handle it,
+including when it is refused through the parser's documented signal (None, -1, False, a
+reason string, or the typed error: SdpError, ProtocolError, RequestError). Any other
+exception escaping a target is a finding. A target may also raise `InvariantError` when a
+parser returns something the code after it relies on not happening (e.g. a packet whose
+length changed under an in-place rewrite).
+
+`TARGETS` maps a name to (function, seeds, worst cases, max input length). Seeds are real
+packets and documents built with the project's own builders and the captured SDP fixtures;
+worst cases are crafted inputs replayed by `telesfu bench fuzz` when it measures the cost of
+single inputs. Nothing here imports atheris: the smoke test and the replay run without it.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from control.api.validation import (
+    RequestError,
+    action_body,
+    appointment_from_body,
+    check_id,
+    client_from_body,
+    parse_json_body,
+    provider_from_body,
+    token_request,
+)
+from sfu.rtp import ext as rtp_ext
+from sfu.rtp.h264 import fu_a_header, is_h264_keyframe, nal_type, stap_a_nal_types
+from sfu.rtp.packet import RtpHeader, build_rtp, is_rtcp, parse_rtp, rtx_original_seq
+from sfu.rtp.rtcp.bye import Bye
+from sfu.rtp.rtcp.common import (
+    FMT_AFB,
+    FMT_FIR,
+    FMT_NACK,
+    FMT_PLI,
+    FMT_TWCC,
+    PT_BYE,
+    PT_PSFB,
+    PT_RR,
+    PT_RTPFB,
+    PT_SDES,
+    PT_SR,
+)
+from sfu.rtp.rtcp.compound import parse_compound
+from sfu.rtp.rtcp.fir import Fir
+from sfu.rtp.rtcp.nack import Nack
+from sfu.rtp.rtcp.pli import Pli
+from sfu.rtp.rtcp.remb import Remb
+from sfu.rtp.rtcp.rr import ReceiverReport, ReportBlock
+from sfu.rtp.rtcp.sdes import SourceDescription
+from sfu.rtp.rtcp.sr import SenderReport
+from sfu.rtp.rtcp.twcc import TransportFeedback
+from sfu.rtp.vp8 import build_vp8_descriptor, is_vp8_keyframe, parse_vp8, vp8_keyframe_size
+from sfu.sdp import (
+    DEFAULT_CAPABILITIES,
+    Fingerprint,
+    LocalTransportParams,
+    SdpError,
+    answer_publish_offer,
+    parse_sdp,
+)
+from sfu.transport import stun
+from sfu.transport.dtls import RECORD_HEADER_LENGTH, is_dtls, scan_records
+from sfu.transport.ice_lite import IceLite, IceLiteRegistry
+from signaling.protocol import ProtocolError
+from signaling.protocol import parse_message as parse_signaling
+
+REPO = Path(__file__).resolve().parents[2]
+SDP_FIXTURE_DIRS = (REPO / "tests" / "fixtures" / "sdp", REPO.parent.parent / "shared" / "fixtures" / "sdp",
+                    Path("/work/shared/fixtures/sdp"))
+
+Target = Callable[[bytes], None]
+
+
+class InvariantError(AssertionError):
+    """A parser accepted an input but broke a promise the code after it relies on."""
+
+
+@dataclass(frozen=True)
+class FuzzTarget:
+    name: str
+    fn: Target
+    seeds: Callable[[], list[bytes]]
+    worst: Callable[[], list[bytes]]
+    max_len: int
+    parsers: str  # what it covers, for the report
+    # For measuring what one input costs the server: the datagrams (or documents) a fuzz
+    # input stands for, and what the server does with one of them. Default: the input
+    # itself through `fn`.
+    wire: Callable[[bytes], list[bytes]] | None = None
+    serve: Target | None = None
+
+    def cost_cases(self, data: bytes) -> list[tuple[Target, bytes]]:
+        if self.wire is None or self.serve is None:
+            return [(self.fn, data)]
+        return [(self.serve, w) for w in self.wire(data)]
+
+
+# --- STUN (ICE-lite connectivity checks) -------------------------------------------------
+
+STUN_UFRAG = "fuzzLocalUfrag01"
+STUN_PWD = "fuzzLocalPasswordFuzzLocal12345"
+STUN_REMOTE_UFRAG = "fuzzRemoteUfrag1"
+STUN_REMOTE_PWD = "fuzzRemotePasswordFuzzRemote123"
+STUN_KEY = STUN_PWD.encode()
+STUN_ADDR = ("127.0.0.1", 50000)
+
+
+def _stun_signed(data: bytes) -> bytes:
+    """What an authenticated peer can send: its own attributes, signed with the right key.
+
+    data[0] picks the message type's low bits, data[1:13] the transaction id, the rest is
+    the attribute body (padded) after USERNAME, then MESSAGE-INTEGRITY and FINGERPRINT.
+    """
+    msg_type = stun.BINDING_REQUEST if data[0] < 0xC0 else (data[0] << 4 | data[0]) & 0x3FFF
+    tid = data[1:13].ljust(12, b"\0")
+    body = stun.encode_attribute(stun.ATTR_USERNAME, f"{STUN_UFRAG}:{STUN_REMOTE_UFRAG}", tid)
+    rest = data[13:]
+    body += rest + b"\0" * (-len(rest) % 4)
+    return stun.finish_message(msg_type, tid, body[: 0xFFFF - 64 & ~3], STUN_KEY)
+
+
+def _stun_wire(data: bytes) -> list[bytes]:
+    return [data, _stun_signed(data)] if data else [data]
+
+
+def serve_stun(buf: bytes) -> None:
+    """One datagram through the worker's STUN path (UdpEndpoint._receive_stun)."""
+    registry: IceLiteRegistry[str] = IceLiteRegistry()
+    ice = IceLite(0.0, local_ufrag=STUN_UFRAG, local_pwd=STUN_PWD)
+    ice.set_remote_credentials(STUN_REMOTE_UFRAG, STUN_REMOTE_PWD)
+    registry.add(ice, "transport")
+    registry.handle_stun(buf, STUN_ADDR, 1.0)
+
+
+def fuzz_stun(data: bytes) -> None:
+    """The worker's STUN path: parse, route by USERNAME/address, verify, answer (IceLiteRegistry)."""
+    registry: IceLiteRegistry[str] = IceLiteRegistry()
+    ice = IceLite(0.0, local_ufrag=STUN_UFRAG, local_pwd=STUN_PWD)
+    if data[:1] == b"\x01":  # after the answer: remote credentials known
+        ice.set_remote_credentials(STUN_REMOTE_UFRAG, STUN_REMOTE_PWD)
+    registry.add(ice, "transport")
+    for buf in (data, _stun_signed(data) if data else b""):
+        msg = stun.parse_message(buf)
+        if msg is not None:
+            stun.verify_fingerprint(buf, msg.fingerprint_offset)
+            stun.verify_integrity(buf, STUN_KEY, msg.integrity_offset)
+            repr(msg)
+        _, response, _ = registry.handle_stun(buf, STUN_ADDR, 1.0)
+        _, response2, _ = registry.handle_stun(buf, ("127.0.0.2", 1), 2.0)
+        for out in (response, response2):
+            if out is not None and stun.parse_message(out) is None:
+                raise InvariantError("the STUN answer does not parse")
+    stun.parse_binding_success(data, STUN_KEY)
+    stun.parse_binding_success(data, None)
+
+
+def _stun_seeds() -> list[bytes]:
+    tid = bytes(range(12))
+    req = stun.build_binding_request(tid, f"{STUN_UFRAG}:{STUN_REMOTE_UFRAG}", STUN_KEY, 0x6E7F00FF,
+                                     0x1122334455667788, use_candidate=True, software="fuzz")
+    req2 = stun.build_binding_request(tid, f"{STUN_UFRAG}:{STUN_REMOTE_UFRAG}", STUN_KEY, 1, 2)
+    ok = stun.build_binding_success(tid, STUN_ADDR, STUN_KEY)
+    ok6 = stun.build_binding_success(tid, ("::1", 9), STUN_KEY)
+    err = stun.build_error_response(stun.METHOD_BINDING, tid, 420, key=STUN_KEY, unknown=(0x7777,))
+    ind = stun.build_message(stun.BINDING_INDICATION, tid)
+    odd = stun.build_message(stun.BINDING_REQUEST, tid, [(stun.ATTR_MAPPED_ADDRESS, STUN_ADDR),
+                                                         (0x7777, b"xyz"), (0xC001, b"")])
+    return [req, req2, ok, ok6, err, ind, odd, b"\x01" + req[1:], b"\x00\x01\x00\x00"]
+
+
+def _stun_worst() -> list[bytes]:
+    tid = bytes(12)
+    many = b"".join(stun.encode_attribute(0xC000 + i, b"", tid) for i in range(300))
+    many_required = b"".join(stun.encode_attribute(0x7000 + i, b"", tid) for i in range(300))
+    big_user = stun.encode_attribute(stun.ATTR_USERNAME, "u" * 513, tid)
+    return [
+        stun.finish_message(stun.BINDING_REQUEST, tid, many, STUN_KEY),
+        stun.finish_message(stun.BINDING_REQUEST, tid, many_required, STUN_KEY),
+        stun.finish_message(stun.BINDING_REQUEST, tid, big_user + many[:1200], STUN_KEY),
+        b"\xc0" + bytes(12) + many_required[:1400],  # the signed path with 300 unknown required attributes
+    ]
+
+
+# --- DTLS record framing (what the server checks before OpenSSL sees a datagram) ---------
+
+
+def fuzz_dtls(data: bytes) -> None:
+    """udp.py's RFC 7983 demux then DtlsEndpoint.handle_datagram's record scan."""
+    if not data or not is_dtls(data[0]):
+        return
+    mask = scan_records(data)
+    if mask < -1 or mask > 0x0F:
+        raise InvariantError(f"scan_records returned {mask}")
+    if mask >= 0:  # the records it accepted must tile the datagram exactly
+        off = 0
+        while off < len(data):
+            off += RECORD_HEADER_LENGTH + struct.unpack_from("!H", data, off + 11)[0]
+        if off != len(data):
+            raise InvariantError("records do not tile the datagram")
+
+
+def _dtls_record(content: int, body: bytes, version: int = 0xFEFD) -> bytes:
+    return struct.pack("!BHHIHH", content, version, 0, 0, 0, len(body)) + body
+
+
+def _dtls_seeds() -> list[bytes]:
+    hello = b"\x01" + (40).to_bytes(3, "big") + b"\0\0" + bytes(6) + (40).to_bytes(3, "big") + b"\xfe\xfd" + bytes(38)
+    return [_dtls_record(22, hello, 0xFEFF), _dtls_record(20, b"\x01") + _dtls_record(22, bytes(40)),
+            _dtls_record(21, b"\x02\x28"), _dtls_record(23, bytes(30))]
+
+
+def _dtls_worst() -> list[bytes]:
+    return [_dtls_record(20, b"") * 115, _dtls_record(22, bytes(1487))]
+
+
+# --- RTP header, header extensions, payload descriptors ---------------------------------
+
+# A publisher's extension ids (Chromium's numbering) -> the SFU's, as RecvStream binds them.
+_EXT_MAP = bytearray(256)
+_EXT_MAP[1], _EXT_MAP[2], _EXT_MAP[3], _EXT_MAP[4] = 1, 2, 3, 0
+_EXT_MAP[10], _EXT_MAP[11], _EXT_MAP[12] = 0, 0, 0
+_EXT_LENGTHS = bytearray(256)
+_EXT_LENGTHS[1], _EXT_LENGTHS[2], _EXT_LENGTHS[3] = 1, 3, 2
+
+
+def _recv_stream() -> object:
+    from sfu.routing.stream import RecvStream
+
+    stream = object.__new__(RecvStream)
+    stream.ext_map = bytes(_EXT_MAP)
+    stream.ext_lengths = bytes(_EXT_LENGTHS)
+    return stream
+
+
+_STREAM = _recv_stream()
+_HDR = RtpHeader()
+
+
+def fuzz_rtp(data: bytes) -> None:
+    """PublishSide.on_rtp / RecvStream.receive: header, RTX unwrap, extensions (mid, rid,
+    audio level, abs-send-time, transport-cc) and their in-place renumbering."""
+    from sfu.routing.stream import RecvStream, _find_one_byte
+
+    if is_rtcp(data):
+        return  # RFC 5761 demux: the RTCP path
+    hdr = _HDR
+    if not hdr.load(data):
+        if parse_rtp(data) is not None:
+            raise InvariantError("parse_rtp and RtpHeader.load disagree")
+        return
+    if hdr.payload_offset + hdr.payload_length + hdr.padding_length != len(data):
+        raise InvariantError("header, payload and padding do not add up to the packet")
+    hdr.csrcs()
+    if hdr.payload_length >= 2:
+        rtx_original_seq(hdr)
+    for ext_id, off, length in hdr.extensions():
+        if off + length > hdr.ext_offset + hdr.ext_length:
+            raise InvariantError(f"extension {ext_id} runs past the extension block")
+        rtp_ext.read_sdes_id(data, off, length)
+        rtp_ext.read_audio_level(data, off, length)
+        rtp_ext.read_abs_send_time(data, off, length)
+        rtp_ext.read_twcc_seq(data, off, length)
+    for ext_id in (1, 2, 3, 4, 10, 11, 12, 255):
+        hdr.find_extension(ext_id)
+    pkt = bytearray(data)
+    if hdr.extension:
+        RecvStream.translate_ext_into(_STREAM, pkt, hdr)  # type: ignore[arg-type]
+        if len(pkt) != len(data) or pkt[hdr.payload_offset:] != data[hdr.payload_offset:]:
+            raise InvariantError("renumbering the extensions changed the packet outside the extension block")
+        loc = _find_one_byte(pkt, hdr, 1)
+        if loc is not None:
+            rtp_ext.read_audio_level(pkt, loc[0], loc[1])
+    end = hdr.payload_offset + hdr.payload_length
+    is_vp8_keyframe(data, hdr.payload_offset, end)
+    is_h264_keyframe(data, hdr.payload_offset, end)
+
+
+def _rtp_seeds() -> list[bytes]:
+    vp8 = build_vp8_descriptor(start=True, picture_id=1234, tl0picidx=7, tid=1, layer_sync=True, keyidx=3)
+    return [
+        build_rtp(111, 1, 960, 0x1234, b"\xfc" * 40, extensions=[(1, b"\x85"), (2, b"\x01\x02\x03"), (3, b"\0\x07"),
+                                                                 (4, b"0")]),
+        build_rtp(96, 2, 3000, 0x5678, vp8 + b"\x10\x02\x00\x9d\x01\x2a\x80\x02\xe0\x01" + bytes(20), marker=True,
+                  extensions=[(10, b"q"), (11, b"h"), (3, b"\0\x08"), (2, b"\1\2\3")]),
+        build_rtp(97, 3, 3000, 0x9ABC, b"\x00\x02" + vp8, extensions=[(12, b"q")], two_byte=True),
+        build_rtp(102, 4, 0, 1, b"\x7c\x85" + bytes(30), csrcs=[1, 2, 3], padding=4),
+        build_rtp(102, 5, 0, 1, b"\x78\x00\x04\x67\x42\x00\x1f\x00\x02\x68\xce", raw_extension=(0x1234, bytes(8))),
+        build_rtp(96, 6, 0, 1, b"", padding=200),
+    ]
+
+
+def _rtp_worst() -> list[bytes]:
+    return [
+        build_rtp(96, 1, 0, 1, bytes(1000), csrcs=list(range(15)), extensions=[(i % 14 + 1, b"\x41") for i in range(150)]),
+        build_rtp(96, 1, 0, 1, bytes(100), raw_extension=(0xBEDE, b"\x00" * 1200)),
+        build_rtp(96, 1, 0, 1, bytes(100), raw_extension=(0x1000, b"\x01\x00" * 600)),
+        build_rtp(96, 1, 0, 1, b"\x78" + b"\x00\x01\x65" * 400),
+    ]
+
+
+def fuzz_vp8(data: bytes) -> None:
+    """The VP8 payload descriptor: RecvStream's keyframe check and the descriptor parse the
+    picture-id rewriting uses."""
+    for start in (0, 1):
+        end = len(data)
+        desc = parse_vp8(data, start, end)
+        quick = is_vp8_keyframe(data, start, end)
+        if desc is None:
+            if quick:
+                raise InvariantError("is_vp8_keyframe says keyframe for a malformed descriptor")
+            continue
+        if quick != desc.keyframe:
+            raise InvariantError("is_vp8_keyframe and parse_vp8 disagree")
+        if not start <= desc.payload_offset < end:
+            raise InvariantError("VP8 payload offset out of the packet")
+        for off in (desc.picture_id_offset, desc.tl0picidx_offset):
+            if off != -1 and not start < off < desc.payload_offset:
+                raise InvariantError("a VP8 field offset outside the descriptor")
+        vp8_keyframe_size(data, desc.payload_offset, end)
+
+
+def _vp8_seeds() -> list[bytes]:
+    key = b"\x10\x02\x00\x9d\x01\x2a\x80\x02\xe0\x01"
+    return [build_vp8_descriptor(start=True) + key,
+            build_vp8_descriptor(start=True, picture_id=0x1234, tl0picidx=3, tid=2, layer_sync=True, keyidx=5) + key,
+            build_vp8_descriptor(start=False, partition_id=1, picture_id=5) + b"\x01\x02",
+            b"\x90\x80\x05\x00"]
+
+
+def fuzz_h264(data: bytes) -> None:
+    """H.264 payload (RFC 6184): single NAL, STAP-A, FU-A, as the keyframe check reads them."""
+    for start in (0, 1):
+        end = len(data)
+        is_h264_keyframe(data, start, end)
+        kind = nal_type(data, start, end)
+        types = stap_a_nal_types(data, start, end)
+        if types is not None and (kind != 24 or not types or any(not 0 <= t <= 31 for t in types)):
+            raise InvariantError("STAP-A types from a non-STAP-A payload")
+        fu = fu_a_header(data, start, end)
+        if fu is not None and kind != 28:
+            raise InvariantError("FU-A header from a non-FU-A payload")
+
+
+def _h264_seeds() -> list[bytes]:
+    sps = b"\x67\x42\x00\x1f\xe9\x02\xc1\x2c\x80"
+    pps = b"\x68\xce\x06\xe2"
+    stap = b"\x78" + len(sps).to_bytes(2, "big") + sps + len(pps).to_bytes(2, "big") + pps
+    return [stap, b"\x7c\x85" + bytes(20), b"\x7c\x45" + bytes(20), b"\x65\x88\x84", b"\x41\x9a\x00"]
+
+
+def _h264_worst() -> list[bytes]:
+    return [b"\x78" + b"\x00\x01\x65" * 500, b"\x00\x78" + b"\x00\x01\x65" * 500]
+
+
+# --- RTCP ----------------------------------------------------------------------------------
+
+
+def _use(packets: list[object]) -> None:
+    """What PublishSide.on_rtcp and SubscribeSide.on_rtcp read of each packet."""
+    for p in packets:
+        if isinstance(p, SenderReport):
+            p.ntp_timestamp, p.rtp_timestamp  # noqa: B018
+            for block in p.reports:
+                block.ssrc, block.fraction_lost, block.packets_lost, block.lsr, block.dlsr  # noqa: B018
+        elif isinstance(p, ReceiverReport):
+            for block in p.reports:
+                block.ssrc, block.fraction_lost, block.packets_lost, block.lsr, block.dlsr  # noqa: B018
+        elif isinstance(p, Nack):
+            p.seqs()
+        elif isinstance(p, Fir):
+            for _ssrc, _seq in p.entries:
+                pass
+        elif isinstance(p, TransportFeedback):
+            p.arrivals_us()
+        elif isinstance(p, SourceDescription):
+            for chunk in p.chunks:
+                chunk.cname  # noqa: B018
+        repr(p)
+
+
+def fuzz_rtcp_compound(data: bytes) -> None:
+    """Participant.on_rtcp: parse_compound over a whole (decrypted) SRTCP datagram."""
+    packets, error = parse_compound(data)
+    if error is not None and not isinstance(error, str):
+        raise InvariantError(f"parse_compound: reason {error!r}")
+    _use(list(packets))
+
+
+def _rtcp_header(pt: int, fmt: int, body: bytes, padding: bool = False) -> bytes:
+    body = body + b"\0" * (-len(body) % 4)
+    if padding:
+        body += b"\0\0\0\x04"
+    return struct.pack("!BBH", 0x80 | (0x20 if padding else 0) | fmt, pt, len(body) // 4) + body
+
+
+def _typed(parse: Callable[..., object | None], pt: int, fmt: int) -> Target:
+    def target(data: bytes) -> None:
+        # data[0]: bit 0 the RTCP padding flag of the framed packet, bits 3-7 its count field
+        # (for SR, RR, SDES, BYE; feedback keeps its FMT); data[1:] the body. The raw bytes
+        # are tried too, at offset 0, and the framed packet inside a compound after an RR.
+        framed = _framer(pt, fmt)(data)[0]
+        for buf, offset in ((framed, 0), (data, 0), (_rtcp_header(PT_RR, 0, b"\0\0\0\1") + framed, 8)):
+            p = parse(buf, offset)
+            if p is not None:
+                _use([p])
+        packets, _ = parse_compound(framed)
+        _use(list(packets))
+
+    target.__doc__ = f"{parse.__qualname__} on a framed packet (PT {pt}, FMT {fmt}) and raw."
+    return target
+
+
+def _framer(pt: int, fmt: int) -> Callable[[bytes], list[bytes]]:
+    def wire(data: bytes) -> list[bytes]:
+        first = data[0] if data else 0
+        return [_rtcp_header(pt, first >> 3 if fmt < 0 else fmt, data[1:], padding=bool(first & 1))]
+
+    return wire
+
+
+def _compound_seeds() -> list[bytes]:
+    block = ReportBlock(0x1111, 12, 34, 0x10005, 77, 0x12345678, 0x10000)
+    sr = SenderReport(0x2222, 0x0102030405060708, 90000, 10, 1000, [block])
+    rr = ReceiverReport(0x3333, [block, block])
+    sdes = SourceDescription.with_cname(0x2222, "telesfu-abcd")
+    nack = Nack.from_seqs(1, 2, [100, 101, 105, 120, 400])
+    twcc = TransportFeedback(1, 2, 65530, 1234, 5, [(65530 + i & 0xFFFF, i % 3 != 0, 250 * (i % 7)) for i in range(20)])
+    twcc_big = TransportFeedback(1, 2, 7, 99, 1, [(7 + i, True, -2000 if i == 3 else 500) for i in range(40)])
+    pli, fir = Pli(1, 2), Fir(1, [(2, 7), (3, 8)])
+    remb = Remb(1, 1_500_000, [2, 3])
+    bye = Bye([1, 2], b"bye")
+    singles = [p.to_bytes() for p in (sr, rr, sdes, nack, twcc, twcc_big, pli, fir, remb, bye)]
+    return [*singles, sr.to_bytes() + sdes.to_bytes(), rr.to_bytes() + nack.to_bytes() + pli.to_bytes(),
+            rr.to_bytes() + twcc.to_bytes() + remb.to_bytes() + fir.to_bytes() + bye.to_bytes(),
+            _rtcp_header(204, 1, b"\0\0\0\1name" + bytes(8)), _rtcp_header(207, 0, bytes(12))]
+
+
+def _twcc_bomb(packets: int) -> bytes:
+    """The issue's "status count bomb": transport-cc packets claiming 65,535 statuses each,
+    backed by two run-length chunks of 8,191 "not received" (the parser repeats the last)."""
+    one = _rtcp_header(PT_RTPFB, FMT_TWCC, struct.pack("!IIHHI", 1, 2, 0, 0xFFFF, 0) + struct.pack("!H", 0x1FFF) * 9)
+    return one * packets
+
+
+def _nack_bomb() -> bytes:
+    return _rtcp_header(PT_RTPFB, FMT_NACK, struct.pack("!II", 1, 2) + struct.pack("!HH", 100, 0xFFFF) * 365)
+
+
+def _rtcp_worst() -> list[bytes]:
+    sdes_many = _rtcp_header(PT_SDES, 31, b"".join(struct.pack("!I", i) + b"\x01\x01x\x00\x00\x00" for i in range(31)))
+    return [
+        _twcc_bomb(1), _twcc_bomb(14), _nack_bomb(),
+        _rtcp_header(PT_RR, 31, bytes(4 + 24 * 31)) * 2,
+        _rtcp_header(PT_PSFB, FMT_PLI, bytes(8)) * 150,
+        _rtcp_header(PT_PSFB, FMT_FIR, bytes(8) + bytes(8) * 180),
+        _rtcp_header(PT_PSFB, FMT_AFB, bytes(8) + b"REMB\xff\x3f\xff\xff" + bytes(4 * 255)),
+        sdes_many, _rtcp_header(PT_BYE, 31, bytes(4 * 31) + b"\xff" + b"x" * 255),
+    ]
+
+
+def _typed_seeds(pt: int, fmt: int) -> Callable[[], list[bytes]]:
+    def seeds() -> list[bytes]:
+        out = []
+        for pkt in _compound_seeds():
+            if len(pkt) >= 4 and pkt[1] == pt and (fmt < 0 or pkt[0] & 0x1F == fmt):
+                size = 4 * (struct.unpack_from("!H", pkt, 2)[0] + 1)
+                out.append(bytes([(pkt[0] & 0x1F) << 3]) + pkt[4:size])
+        return out or [b"\0" + bytes(24)]
+
+    return seeds
+
+
+def _typed_worst(pt: int, fmt: int) -> Callable[[], list[bytes]]:
+    def worst() -> list[bytes]:
+        out = []
+        for pkt in _rtcp_worst():
+            if pkt[1] == pt and (fmt < 0 or pkt[0] & 0x1F == fmt):
+                size = 4 * (struct.unpack_from("!H", pkt, 2)[0] + 1)
+                out.append(bytes([(pkt[0] & 0x1F) << 3]) + pkt[4:size])
+        return out
+
+    return worst
+
+
+# --- SDP and the publish offer it answers -----------------------------------------------
+
+SDP_LOCAL = LocalTransportParams(
+    ice_ufrag="sfuUfrag", ice_pwd="sfuPasswordSfuPassword1234",
+    fingerprint=Fingerprint("sha-256", ":".join(["5A"] * 32)),
+    candidates=(("127.0.0.1", 40000), ("::1", 40000)), session_id=4242,
+)
+
+
+def _text(data: bytes) -> str:
+    # The signaling server hands the SDP over as a JSON string: any Unicode text.
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def fuzz_sdp(data: bytes) -> None:
+    """Participant.apply_publish_offer without the transport: parse_sdp, answer_publish_offer
+    (then again as a renegotiation), the answer's text. SdpError is the refusal."""
+    text = _text(data)
+    try:
+        offer = parse_sdp(text)
+    except SdpError as exc:
+        if not exc.code or not exc.message:
+            raise InvariantError("SdpError without code or message") from exc
+        return
+    offer.to_text()
+    try:
+        answer, params = answer_publish_offer(offer, SDP_LOCAL, DEFAULT_CAPABILITIES)
+        answer.to_text()
+        again, _ = answer_publish_offer(offer, SDP_LOCAL, DEFAULT_CAPABILITIES, answer)
+        again.to_text()
+    except SdpError as exc:
+        if not exc.code or not exc.message:
+            raise InvariantError("SdpError without code or message") from exc
+
+
+def serve_sdp(data: bytes) -> None:
+    """One publish offer as the server answers it (no renegotiation)."""
+    try:
+        answer_publish_offer(parse_sdp(_text(data)), SDP_LOCAL, DEFAULT_CAPABILITIES)[0].to_text()
+    except SdpError:
+        pass
+
+
+def _sdp_fixtures() -> list[bytes]:
+    seen: dict[str, bytes] = {}
+    for folder in SDP_FIXTURE_DIRS:
+        if folder.is_dir():
+            for path in sorted(folder.glob("*.sdp")):
+                seen.setdefault(path.name, path.read_bytes())
+    return list(seen.values())
+
+
+def _sdp_seeds() -> list[bytes]:
+    minimal = ("v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n"
+               "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=sendonly\r\na=rtcp-mux\r\n"
+               "a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n"
+               f"a=fingerprint:sha-256 {':'.join(['AB'] * 32)}\r\na=setup:actpass\r\n"
+               "a=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\na=ssrc:1 cname:x\r\n")
+    return [minimal.encode(), *_sdp_fixtures()]
+
+
+def _sdp_worst() -> list[bytes]:
+    out = []
+    fixtures = _sdp_fixtures()
+    if fixtures:
+        text = fixtures[0].decode()
+        head, _, rest = text.partition("m=")
+        video = "m=" + rest.split("m=")[-1]
+        many = head + "".join(video.replace("a=mid:", f"a=mid:x{i}") for i in range(12))
+        out.append(many.encode())
+        out.append((text + "a=x-pad:" + "y" * 8000 + "\r\n").encode())
+    out.append(("v=0\r\n" + "a=candidate:1 1 udp 1 1.2.3.4 9 typ host\r\n" * 600).encode())
+    return out
+
+
+# --- signaling frames --------------------------------------------------------------------
+
+
+def fuzz_signaling(data: bytes) -> None:
+    """SignalingSession's frame parse: every text frame a WebSocket client sends."""
+    try:
+        parse_signaling(_text(data))
+    except ProtocolError as exc:
+        if not exc.code:
+            raise InvariantError("ProtocolError without a code") from exc
+    try:
+        parse_signaling(data)  # a binary frame
+    except ProtocolError:
+        pass
+
+
+def _signaling_seeds() -> list[bytes]:
+    frames = [{"type": "join", "token": "eyJhbGciOiJIUzI1NiJ9.e30.sig"}, {"type": "publish_offer", "sdp": "v=0\r\n"},
+              {"type": "subscribe_answer", "sdp": "v=0"}, {"type": "mute", "track_id": "audio", "muted": True},
+              {"type": "admit", "participant_id": "c1"}, {"type": "admit_all"},
+              {"type": "deny", "participant_id": "c1", "reason": "no"}, {"type": "remove", "participant_id": "c1"},
+              {"type": "mute_participant", "participant_id": "c1", "kind": "video", "muted": False},
+              {"type": "end_session"}, {"type": "leave"}, {"type": "ping"}, {"type": 7}, [1, 2]]
+    return [json.dumps(f).encode() for f in frames]
+
+
+def _json_worst() -> list[bytes]:
+    return [b"[" * 50_000 + b"]" * 50_000, b'{"type":"ping","n":' + b"9" * 4400 + b"}", b'{"type":"ping","n":1e99999}',
+            b'"' + b"\\u0041" * 20_000 + b'"', b"[" + b"0," * 30_000 + b"0]"]
+
+
+# --- the control API's request bodies ------------------------------------------------------
+
+_CONTROL_BODIES = ("provider", "client", "appointment", "token", "action_reason", "action_mute", "action_none")
+
+
+def fuzz_control_api(data: bytes) -> None:
+    """read_json then the body validators of control/api/app.py; data[0] picks the endpoint,
+    data[1:] is the raw request body. RequestError (a 400/422 with a code) is the refusal."""
+    if not data:
+        return
+    which = _CONTROL_BODIES[data[0] % len(_CONTROL_BODIES)]
+    raw = data[1:]
+    try:
+        body = parse_json_body(raw, optional=which.startswith("action"))
+        if which == "provider":
+            provider_from_body(check_id("p1", "provider id"), body).to_json()
+        elif which == "client":
+            client_from_body("c1", body).to_json()
+        elif which == "appointment":
+            appointment_from_body("a1", body, 10).to_json()
+        elif which == "token":
+            token_request(body)
+        elif which == "action_reason":
+            action_body(body, {"reason"})
+        elif which == "action_mute":
+            action_body(body, {"kind", "muted"})
+        else:
+            action_body(body, set())
+    except RequestError as exc:
+        if not exc.code or exc.status not in (400, 413, 422):
+            raise InvariantError(f"RequestError {exc.status} {exc.code!r}") from exc
+
+
+def _control_seeds() -> list[bytes]:
+    bodies = [
+        (0, {"name": "Dr. A", "teletherapy_enabled": True, "waiting_room_enabled": False}),
+        (1, {"name": "Client B", "portal_account_active": True}),
+        (2, {"provider_id": "p1", "client_ids": ["c1", "c2"], "telehealth": True,
+             "starts_at": "2026-01-02T15:04:05Z", "ends_at": "2026-01-02T16:04:05+01:00", "status": "scheduled",
+             "max_participants": 4}),
+        (3, {"participant_id": "c1"}), (4, {"reason": "late"}), (5, {"kind": "audio", "muted": True}), (6, {}),
+    ]
+    return [bytes([i]) + json.dumps(b).encode() for i, b in bodies] + [b"\x06"]
+
+
+def _control_worst() -> list[bytes]:
+    out = [bytes([i]) + w for i in (0, 2) for w in _json_worst()]
+    out.append(b"\x02" + json.dumps({"provider_id": "p1", "client_ids": [f"c{i}" for i in range(99)], "telehealth": True,
+                                     "starts_at": "2026-01-02T15:04:05Z", "ends_at": "2026-01-02T16:04:05Z"}).encode())
+    return out
+
+
+def _rtcp_target(name: str, parse: Callable[..., object | None], pt: int, fmt: int, module: str) -> FuzzTarget:
+    """One RTCP type: its body framed with a valid header (so the fuzzer works on the body),
+    raw, and inside a compound; the cost is that framed packet through parse_compound."""
+    return FuzzTarget(name, _typed(parse, pt, fmt), _typed_seeds(pt, fmt), _typed_worst(pt, fmt), 1500,
+                      f"sfu/rtp/rtcp/{module} {parse.__qualname__}, via parse_compound too",
+                      _framer(pt, fmt), fuzz_rtcp_compound)
+
+
+def _none() -> list[bytes]:
+    return []
+
+
+TARGETS: dict[str, FuzzTarget] = {
+    t.name: t
+    for t in (
+        FuzzTarget("stun", fuzz_stun, _stun_seeds, _stun_worst, 1500,
+                   "sfu/transport/stun.py parse/verify, ice_lite.py IceLiteRegistry.handle_stun",
+                   _stun_wire, serve_stun),
+        FuzzTarget("dtls", fuzz_dtls, _dtls_seeds, _dtls_worst, 1500,
+                   "sfu/transport/dtls.py is_dtls, scan_records (record headers before OpenSSL)"),
+        FuzzTarget("rtp", fuzz_rtp, _rtp_seeds, _rtp_worst, 1500,
+                   "sfu/rtp/packet.py RtpHeader, extensions; ext.py readers; RecvStream.translate_ext_into"),
+        FuzzTarget("vp8", fuzz_vp8, _vp8_seeds, _none, 1500, "sfu/rtp/vp8.py descriptor, keyframe check, size"),
+        FuzzTarget("h264", fuzz_h264, _h264_seeds, _h264_worst, 1500, "sfu/rtp/h264.py NAL, STAP-A, FU-A"),
+        FuzzTarget("rtcp_compound", fuzz_rtcp_compound, _compound_seeds, _rtcp_worst, 1500,
+                   "sfu/rtp/rtcp/compound.py parse_compound and every type behind it"),
+        _rtcp_target("rtcp_sr", SenderReport.parse, PT_SR, -1, "sr.py"),
+        _rtcp_target("rtcp_rr", ReceiverReport.parse, PT_RR, -1, "rr.py"),
+        _rtcp_target("rtcp_sdes", SourceDescription.parse, PT_SDES, -1, "sdes.py"),
+        _rtcp_target("rtcp_bye", Bye.parse, PT_BYE, -1, "bye.py"),
+        _rtcp_target("rtcp_nack", Nack.parse, PT_RTPFB, FMT_NACK, "nack.py"),
+        _rtcp_target("rtcp_twcc", TransportFeedback.parse, PT_RTPFB, FMT_TWCC, "twcc.py"),
+        _rtcp_target("rtcp_pli", Pli.parse, PT_PSFB, FMT_PLI, "pli.py"),
+        _rtcp_target("rtcp_fir", Fir.parse, PT_PSFB, FMT_FIR, "fir.py"),
+        _rtcp_target("rtcp_remb", Remb.parse, PT_PSFB, FMT_AFB, "remb.py"),
+        FuzzTarget("signaling", fuzz_signaling, _signaling_seeds, _json_worst, 65536,
+                   "signaling/protocol.py parse_message"),
+        FuzzTarget("control_api", fuzz_control_api, _control_seeds, _control_worst, 65536,
+                   "control/api/validation.py parse_json_body and the body validators"),
+        FuzzTarget("sdp", fuzz_sdp, _sdp_seeds, _sdp_worst, 16384,
+                   "sfu/sdp/parser.py parse_sdp, publish.py answer_publish_offer", None, None),
+    )
+}
