@@ -54,6 +54,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=int, default=10, help="libFuzzer -timeout: seconds one input may take")
     p.add_argument("--rss-limit-mb", type=int, default=2048, help="libFuzzer -rss_limit_mb")
     p.add_argument("--seed", type=int, default=0, help="libFuzzer -seed (0: a random one)")
+    p.add_argument("--replay-only", action="store_true",
+                   help="do not fuzz: replay the corpus a previous run left in --workdir (and report its figures)")
     p.add_argument("--no-replay", action="store_true", help="skip measuring the cost of single inputs")
     p.add_argument("--targets-module", default=DEFAULT_TARGETS_MODULE, help=argparse.SUPPRESS)
     p.add_argument("--list", action="store_true", help="list the targets and exit")
@@ -246,27 +248,22 @@ def _env() -> dict[str, str]:
     return env
 
 
-def fuzz_target(name: str, target: Any, args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
-    """Fuzz one target in a child process, then replay its corpus; the figures."""
-    workdir = Path(args.workdir).resolve()
-    tdir = workdir / name
-    corpus = tdir / "corpus"
-    artifacts = tdir / "artifacts"
-    corpus.mkdir(parents=True, exist_ok=True)
-    artifacts.mkdir(parents=True, exist_ok=True)
-    for stale in ("stats.json", "findings.json", "replay.json", "replay-findings.json"):
+def _fuzz_once(name: str, target: Any, args: argparse.Namespace, tdir: Path, log: Any) -> None:
+    corpus, artifacts = tdir / "corpus", tdir / "artifacts"
+    for stale in ("stats.json", "findings.json", "run.json"):
         (tdir / stale).unlink(missing_ok=True)
     for i, seed in enumerate(target.seeds()):
         (corpus / f"seed-{i}").write_bytes(seed)
     libfuzzer = [f"-max_len={target.max_len}", f"-timeout={args.timeout}", f"-rss_limit_mb={args.rss_limit_mb}",
                  f"-malloc_limit_mb={args.rss_limit_mb}", "-use_value_profile=1", "-print_final_stats=1",
-                 f"-artifact_prefix={artifacts}/", "-runs=-1", "-close_fd_mask=1", *([f"-seed={args.seed}"] if args.seed else []), str(corpus)]
-    cmd = [_python(), "-m", "bench.fuzz", "_fuzz", name, str(workdir), str(args.runs), str(args.seconds),
+                 f"-artifact_prefix={artifacts}/", "-runs=-1", "-close_fd_mask=1",
+                 *([f"-seed={args.seed}"] if args.seed else []), str(corpus)]
+    cmd = [_python(), "-m", "bench.fuzz", "_fuzz", name, str(tdir.parent), str(args.runs), str(args.seconds),
            args.targets_module, "--", *libfuzzer]
     log_path = tdir / "libfuzzer.log"
     started = time.monotonic()
     last_print = 0.0
-    status = {}
+    status: dict[str, int] = {}
     with open(log_path, "w") as logf:
         proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 text=True, errors="replace", start_new_session=True)
@@ -289,8 +286,7 @@ def fuzz_target(name: str, target: Any, args: argparse.Namespace, log: Any = pri
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             raise
-    stats = _read_json(tdir / "stats.json") or {"runs": 0, "seconds": 0.0, "done": False}
-    found = _read_json(tdir / "findings.json") or {"counts": {}, "examples": {}}
+    stats = _read_json(tdir / "stats.json") or {}
     text = log_path.read_text(errors="replace")
     if stats.get("done") and rc == 0:
         outcome = "ok"
@@ -300,6 +296,27 @@ def fuzz_target(name: str, target: Any, args: argparse.Namespace, log: Any = pri
         outcome = "out_of_memory"
     else:
         outcome = f"exit_{rc}"
+    (tdir / "run.json").write_text(json.dumps({"outcome": outcome, "returncode": rc, "status": status}))
+
+
+def fuzz_target(name: str, target: Any, args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
+    """Fuzz one target in a child process (unless --replay-only), then replay its corpus; the figures."""
+    workdir = Path(args.workdir).resolve()
+    tdir = workdir / name
+    corpus = tdir / "corpus"
+    artifacts = tdir / "artifacts"
+    corpus.mkdir(parents=True, exist_ok=True)
+    artifacts.mkdir(parents=True, exist_ok=True)
+    if not args.replay_only:
+        _fuzz_once(name, target, args, tdir, log)
+    for stale in ("replay.json", "replay-findings.json"):
+        (tdir / stale).unlink(missing_ok=True)
+    run_info = _read_json(tdir / "run.json") or {"outcome": "not_run", "status": {}}
+    status = run_info["status"]
+    outcome = run_info["outcome"]
+    stats = _read_json(tdir / "stats.json") or {"runs": 0, "seconds": 0.0, "done": False}
+    found = _read_json(tdir / "findings.json") or {"counts": {}, "examples": {}}
+    log_path = tdir / "libfuzzer.log"
     runs, secs = int(stats.get("runs", 0)), float(stats.get("seconds", 0.0))
     result: dict[str, Any] = {
         "target": name, "parsers": target.parsers, "outcome": outcome, "inputs_run": runs,
@@ -332,7 +349,7 @@ def _read_json(path: Path) -> Any:
 
 def table(results: list[dict[str, Any]]) -> str:
     head = (f"{'target':<14} {'outcome':<9} {'inputs':>10} {'exec/s':>7} {'uncaught':>8} {'cov':>5} "
-            f"{'corpus':>6} {'worst CPU':>10} {'worst mem':>10}  worst input")
+            f"{'corpus':>6} {'worst CPU':>10} {'worst mem':>10} {'>1ms':>5} {'>1MB':>5}  worst input")
     lines = [head, "-" * len(head)]
     for r in results:
         cpu = f"{r['cpu_worst_us']:.0f} us" if "cpu_worst_us" in r else "-"
@@ -342,8 +359,11 @@ def table(results: list[dict[str, Any]]) -> str:
             c, m = r["replay"]["cpu_worst"], r["replay"]["memory_worst"]
             worst = f"cpu: {c['input']} ({c['len']} B), mem: {m['input']} ({m['len']} B)"
         uncaught = r["uncaught_exceptions"] + r.get("uncaught_exceptions_in_replay", 0)
+        over_cpu = r["replay"]["over_cpu_budget"] if "replay" in r else "-"
+        over_mem = r["replay"]["over_memory_budget"] if "replay" in r else "-"
         lines.append(f"{r['target']:<14} {r['outcome']:<9} {r['inputs_run']:>10,} {r['exec_per_s']:>7,} "
-                     f"{uncaught:>8} {r['coverage']:>5} {r['corpus_size']:>6} {cpu:>10} {mem:>10}  {worst}")
+                     f"{uncaught:>8} {r['coverage']:>5} {r['corpus_size']:>6} {cpu:>10} {mem:>10} {over_cpu:>5} "
+                     f"{over_mem:>5}  {worst}")
     return "\n".join(lines)
 
 

@@ -565,6 +565,12 @@ def _sdp_worst() -> list[bytes]:
         out.append(many.encode())
         out.append((text + "a=x-pad:" + "y" * 8000 + "\r\n").encode())
     out.append(("v=0\r\n" + "a=candidate:1 1 udp 1 1.2.3.4 9 typ host\r\n" * 600).encode())
+    if fixtures:  # issue 8 item 11: as many video m-sections as a 200 KB signaling frame holds
+        text = fixtures[0].decode()
+        head, _, rest = text.partition("m=")
+        video = "m=" + rest.split("m=")[-1]
+        n = (200 * 1024 - len(head)) // (len(video) + 8)
+        out.append((head + "".join(video.replace("a=mid:", f"a=mid:x{i}") for i in range(n))).encode())
     return out
 
 
@@ -594,9 +600,14 @@ def _signaling_seeds() -> list[bytes]:
     return [json.dumps(f).encode() for f in frames]
 
 
-def _json_worst() -> list[bytes]:
+def _json_worst(limit: int = 256 * 1024) -> list[bytes]:
+    """Deep, long-number and large documents, the largest at the size limit (a signaling frame's
+    MAX_FRAME_BYTES, a request body's http.max_body_bytes)."""
+    zeros = b"[" + b"0," * ((limit - 2) // 2 - 1) + b"0]"
+    objects = b"[" + b",".join([b"{}"] * ((limit - 2) // 3)) + b"]"
+    sdp = json.dumps({"type": "publish_offer", "sdp": "a" * (limit - 64)}).encode()
     return [b"[" * 50_000 + b"]" * 50_000, b'{"type":"ping","n":' + b"9" * 4400 + b"}", b'{"type":"ping","n":1e99999}',
-            b'"' + b"\\u0041" * 20_000 + b'"', b"[" + b"0," * 30_000 + b"0]"]
+            b'"' + b"\\u0041" * 20_000 + b'"', b"[" + b"0," * 30_000 + b"0]", zeros, objects, sdp]
 
 
 # --- the control API's request bodies ------------------------------------------------------
@@ -645,7 +656,7 @@ def _control_seeds() -> list[bytes]:
 
 
 def _control_worst() -> list[bytes]:
-    out = [bytes([i]) + w for i in (0, 2) for w in _json_worst()]
+    out = [bytes([i]) + w for i in (0, 2) for w in _json_worst(64 * 1024)]  # http.max_body_bytes
     out.append(b"\x02" + json.dumps({"provider_id": "p1", "client_ids": [f"c{i}" for i in range(99)], "telehealth": True,
                                      "starts_at": "2026-01-02T15:04:05Z", "ends_at": "2026-01-02T16:04:05Z"}).encode())
     return out
