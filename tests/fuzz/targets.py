@@ -490,6 +490,142 @@ def _typed_worst(pt: int, fmt: int) -> Callable[[], list[bytes]]:
     return worst
 
 
+# --- the packet path as a whole: a publisher's stream forwarded to two subscribers ----------
+
+
+class _SrtpSink:
+    """A subscriber's transport minus the socket: protects each packet with a real SRTP
+    context (as WebRtcTransport.send_rtp does) and counts it."""
+
+    __slots__ = ("srtp", "sent", "sent_bytes", "connected")
+
+    def __init__(self) -> None:
+        from sfu.transport.srtp import SRTP_PROFILES, SrtpContext
+
+        prof = SRTP_PROFILES[7]  # AEAD_AES_128_GCM
+        self.srtp = SrtpContext(prof, bytes(range(prof.master_length)), bytes(prof.master_length))
+        self.sent = self.sent_bytes = 0
+        self.connected = True
+
+    def send_rtp(self, buf: bytes | bytearray) -> bool:
+        self.sent += 1
+        self.sent_bytes += len(self.srtp.protect_rtp(buf))  # type: ignore[arg-type]
+        return True
+
+    send_rtcp = send_rtp
+
+
+PUB_SSRC, PUB_RTX_SSRC, SUB_SSRCS = 0x1234, 0x1235, (1000, 1001)
+
+
+def _packet_path() -> tuple[object, object, list[object], list[_SrtpSink], list[float]]:
+    from sfu.routing.counters import WorkerCounters
+    from sfu.routing.downtrack import DownTrack
+    from sfu.routing.participant import PublishSide, SubscribeSide
+    from sfu.routing.stream import RecvStream, build_ext_lengths, build_ext_map
+    from sfu.routing.track import PublishedTrack
+    from sfu.sdp import (
+        URI_ABS_SEND_TIME,
+        URI_AUDIO_LEVEL,
+        URI_MID,
+        URI_TRANSPORT_CC,
+        NegotiatedCodec,
+    )
+
+    now = [0.0]
+    counters = WorkerCounters()
+    codec = NegotiatedCodec("video", "VP8", 96, 90000, rtx_payload_type=97)
+    track = PublishedTrack("pub:video:0", "pub", "video", codec, lambda s: None, None)
+    forwarded = {URI_ABS_SEND_TIME: 2, URI_TRANSPORT_CC: 3}
+    ext_map = build_ext_map({URI_AUDIO_LEVEL: 1, URI_ABS_SEND_TIME: 2, URI_TRANSPORT_CC: 3, URI_MID: 4}, forwarded)
+    stream = RecvStream(track, PUB_SSRC, PUB_RTX_SSRC, 96, 97, 90000, "VP8", ext_map, 0, True, counters,
+                        build_ext_lengths(forwarded))
+    track.set_source(stream, 0.0)
+    publish = PublishSide(None, counters, lambda: now[0])  # type: ignore[arg-type]
+    publish.streams = {PUB_SSRC: stream, PUB_RTX_SSRC: stream}
+    subscribe = SubscribeSide(None, counters, lambda: now[0])  # type: ignore[arg-type]
+    sinks: list[_SrtpSink] = []
+    for k, ssrc in enumerate(SUB_SSRCS):
+        sink = _SrtpSink()
+        dt = DownTrack(track, f"sub{k}", sink, ssrc, ssrc + 100, "cname", counters)
+        dt.bind(str(k), 96, 97, True)
+        track.add_downtrack(dt)
+        subscribe.by_ssrc[ssrc] = dt
+        sinks.append(sink)
+    return publish, subscribe, [stream], sinks, now
+
+
+def _frames(data: bytes) -> list[tuple[int, int, bytes]]:
+    """An input as a sequence of datagrams: [kind | ms << 2][length: 2][datagram]..., kind 0 RTP
+    from the publisher, 1 RTCP from the publisher, 2 RTCP from a subscriber, 3 a NACK tick."""
+    out = []
+    pos = 0
+    while pos + 3 <= len(data) and len(out) < 64:
+        head = data[pos]
+        size = int.from_bytes(data[pos + 1:pos + 3], "big")
+        body = data[pos + 3:pos + 3 + size]
+        out.append((head & 3, head >> 2, body))
+        pos += 3 + len(body)
+    return out
+
+
+def fuzz_packet_path(data: bytes) -> None:
+    """PublishSide.on_rtp/on_rtcp and SubscribeSide.on_rtcp over one publisher stream (with RTX)
+    and two subscribers' DownTracks: receive stats, NACK generation, retransmission buffer,
+    keyframes, extension renumbering, forwarding, NACK/PLI/FIR/RR/REMB/TWCC from subscribers."""
+    publish, subscribe, streams, sinks, now = _packet_path()
+    stream = streams[0]
+    for kind, ms, body in _frames(data):
+        now[0] += ms / 1000
+        if kind == 0:
+            publish.on_rtp(body)  # type: ignore[attr-defined]
+        elif kind == 1:
+            publish.on_rtcp(body)  # type: ignore[attr-defined]
+        elif kind == 2:
+            subscribe.on_rtcp(body)  # type: ignore[attr-defined]
+        else:
+            stream.nack.tick(now[0], 0.05)  # type: ignore[attr-defined]
+            stream.nack.take_keyframe_request()  # type: ignore[attr-defined]
+            stream.keyframe_requester.tick(now[0])  # type: ignore[attr-defined]
+            stream.report_block(now[0])  # type: ignore[attr-defined]
+
+
+def _frame(kind: int, body: bytes, ms: int = 1) -> bytes:
+    return bytes([kind | ms << 2]) + len(body).to_bytes(2, "big") + body
+
+
+def _packet_path_seeds() -> list[bytes]:
+    vp8 = build_vp8_descriptor(start=True, picture_id=100)
+    key = b"\x10\x02\x00\x9d\x01\x2a\x80\x02\xe0\x01" + bytes(60)
+    delta = b"\x11\x02\x00" + bytes(60)
+    exts = [(1, b"\x85"), (2, b"\1\2\3"), (3, b"\0\7"), (4, b"0")]
+    rtp = [build_rtp(96, 10 + i, 3000 * i, PUB_SSRC, vp8 + (key if i == 0 else delta), extensions=exts,
+                     marker=True) for i in range(6)]
+    rtx = build_rtp(97, 500, 3000, PUB_RTX_SSRC, (12).to_bytes(2, "big") + vp8 + delta, extensions=exts)
+    sr = SenderReport(PUB_SSRC, 0x0102030405060708, 90000, 10, 1000).to_bytes()
+    nack = Nack.from_seqs(5, SUB_SSRCS[0], [0, 1, 2, 3]).to_bytes()
+    pli, fir = Pli(5, SUB_SSRCS[1]).to_bytes(), Fir(5, [(SUB_SSRCS[0], 1)]).to_bytes()
+    rr = ReceiverReport(5, [ReportBlock(SUB_SSRCS[0], 10, 2, 5, 3, 0, 0)]).to_bytes()
+    remb = Remb(5, 500_000, [SUB_SSRCS[0]]).to_bytes()
+    twcc = TransportFeedback(5, 0, 7, 1, 1, [(7 + i, True, 250) for i in range(5)]).to_bytes()
+    stream_in = b"".join(_frame(0, p, 33) for p in (rtp[0], rtp[1], rtp[3], rtp[4]))
+    return [
+        stream_in + _frame(3, b"", 60) + _frame(0, rtx) + _frame(1, sr) + _frame(2, nack) + _frame(2, rr + remb),
+        stream_in + _frame(2, pli) + _frame(2, fir) + _frame(2, twcc) + _frame(0, rtp[5], 63),
+        b"".join(_frame(0, p, 1) for p in rtp) + _frame(2, rr + nack + pli),
+    ]
+
+
+def _packet_path_worst() -> list[bytes]:
+    vp8 = build_vp8_descriptor(start=True, picture_id=100)
+    key, delta = b"\x10\x02\x00\x9d\x01\x2a\x80\x02\xe0\x01", b"\x11\x02\x00"
+    pkts = b"".join(_frame(0, build_rtp(96, i, 3000 * i, PUB_SSRC, vp8 + (key if i == 0 else delta) + bytes(1000)), 1)
+                    for i in range(40))
+    # issue 8 item 2: one NACK listing (pid, blp=0xFFFF) many times, after 40 packets were stored
+    nack = _rtcp_header(PT_RTPFB, FMT_NACK, struct.pack("!II", 5, SUB_SSRCS[0]) + struct.pack("!HH", 1, 0xFFFF) * 300)
+    return [pkts + _frame(2, nack), pkts + _frame(2, _twcc_bomb(10))]
+
+
 # --- SDP and the publish offer it answers -----------------------------------------------
 
 SDP_LOCAL = LocalTransportParams(
@@ -697,6 +833,9 @@ TARGETS: dict[str, FuzzTarget] = {
         _rtcp_target("rtcp_pli", Pli.parse, PT_PSFB, FMT_PLI, "pli.py"),
         _rtcp_target("rtcp_fir", Fir.parse, PT_PSFB, FMT_FIR, "fir.py"),
         _rtcp_target("rtcp_remb", Remb.parse, PT_PSFB, FMT_AFB, "remb.py"),
+        FuzzTarget("packet_path", fuzz_packet_path, _packet_path_seeds, _packet_path_worst, 16384,
+                   "sfu/routing participant.py PublishSide/SubscribeSide, stream.py, track.py, downtrack.py, "
+                   "sfu/nack.py: a stream of datagrams through the routing layer"),
         FuzzTarget("signaling", fuzz_signaling, _signaling_seeds, _json_worst, 65536,
                    "signaling/protocol.py parse_message"),
         FuzzTarget("control_api", fuzz_control_api, _control_seeds, _control_worst, 65536,
