@@ -558,7 +558,7 @@ def _packet_path() -> tuple[object, object, list[object], list[_SrtpSink], list[
 def _frames(data: bytes) -> list[tuple[int, int, bytes]]:
     """An input as a sequence of datagrams: [kind | ms << 2][length: 2][datagram]..., kind 0 RTP
     from the publisher, 1 RTCP from the publisher, 2 RTCP from a subscriber, 3 a NACK tick."""
-    out = []
+    out: list[tuple[int, int, bytes]] = []
     pos = 0
     while pos + 3 <= len(data) and len(out) < 64:
         head = data[pos]
