@@ -221,6 +221,91 @@ def _dtls_worst() -> list[bytes]:
     return [_dtls_record(20, b"") * 115, _dtls_record(22, bytes(1487))]
 
 
+# DTLS after the record scan: OpenSSL (through pyOpenSSL) in a server endpoint, as a
+# WebRtcTransport makes one for a ClientHello from its selected address.
+
+_DTLS: dict[str, object] = {}
+
+
+def _dtls_context() -> object:
+    if "ctx" not in _DTLS:
+        from sfu.transport.certificate import DtlsCertificate
+        from sfu.transport.dtls import DtlsContext
+
+        _DTLS["ctx"] = DtlsContext(DtlsCertificate.generate())
+    return _DTLS["ctx"]
+
+
+def _datagrams(data: bytes, limit: int = 16) -> list[bytes]:
+    """[length: 2][datagram]... (the rest of the input when the length runs past it)."""
+    out: list[bytes] = []
+    pos = 0
+    while pos + 2 <= len(data) and len(out) < limit:
+        size = int.from_bytes(data[pos:pos + 2], "big")
+        out.append(data[pos + 2:pos + 2 + size])
+        pos += 2 + size
+    return out
+
+
+def fuzz_dtls_handshake(data: bytes) -> None:
+    """DtlsEndpoint.handle_datagram of a fresh server endpoint, for each datagram of the input;
+    it must never raise (the transport counts a failure by reason)."""
+    from sfu.transport.dtls import DtlsEndpoint, DtlsRole, DtlsState
+
+    sent: list[bytes] = []
+    clock = [0.0]
+    endpoint = DtlsEndpoint(_dtls_context(), DtlsRole.SERVER, sent.append, clock=lambda: clock[0],  # type: ignore[arg-type]
+                            handshake_timeout=30.0)
+    endpoint.set_remote_fingerprints([("sha-256", ":".join(["AB"] * 32))])
+    for datagram in _datagrams(data):
+        if datagram and is_dtls(datagram[0]):
+            endpoint.handle_datagram(datagram)
+        clock[0] += 0.1
+        if endpoint.next_timeout() is not None:
+            endpoint.handle_timeout(clock[0])
+    if endpoint.state == DtlsState.CONNECTED:
+        raise InvariantError("a handshake completed against a fingerprint nobody holds")
+    endpoint.close()
+
+
+def _dtls_flights() -> list[bytes]:
+    """What a real DTLS client (our own endpoint, client role) sends in a handshake with a server."""
+    from sfu.transport.certificate import DtlsCertificate
+    from sfu.transport.dtls import DtlsContext, DtlsEndpoint, DtlsRole
+
+    client_cert, server_ctx = DtlsCertificate.generate(), _dtls_context()
+    to_server: list[bytes] = []
+    to_client: list[bytes] = []
+    client = DtlsEndpoint(DtlsContext(client_cert), DtlsRole.CLIENT, to_server.append,
+                          [("sha-256", server_ctx.certificate.fingerprint("sha-256"))])  # type: ignore[attr-defined]
+    server = DtlsEndpoint(server_ctx, DtlsRole.SERVER, to_client.append,  # type: ignore[arg-type]
+                          [("sha-256", client_cert.fingerprint("sha-256"))])
+    client.start()
+    flights: list[bytes] = []
+    for _ in range(6):
+        batch, to_server[:] = list(to_server), []
+        flights += batch
+        for d in batch:
+            server.handle_datagram(d)
+        replies, to_client[:] = list(to_client), []
+        for d in replies:
+            client.handle_datagram(d)
+        if not to_server:
+            break
+    return flights
+
+
+def _dtls_handshake_seeds() -> list[bytes]:
+    flights = _dtls_flights()
+    framed = [len(d).to_bytes(2, "big") + d for d in flights]
+    return [framed[0], b"".join(framed), framed[0] + framed[0]]
+
+
+def _dtls_handshake_worst() -> list[bytes]:
+    hello = _dtls_flights()[0]
+    return [(len(hello).to_bytes(2, "big") + hello) * 16]
+
+
 # --- RTP header, header extensions, payload descriptors ---------------------------------
 
 # A publisher's extension ids (Chromium's numbering) -> the SFU's, as RecvStream binds them.
@@ -818,6 +903,8 @@ TARGETS: dict[str, FuzzTarget] = {
                    _stun_wire, serve_stun),
         FuzzTarget("dtls", fuzz_dtls, _dtls_seeds, _dtls_worst, 1500,
                    "sfu/transport/dtls.py is_dtls, scan_records (record headers before OpenSSL)"),
+        FuzzTarget("dtls_handshake", fuzz_dtls_handshake, _dtls_handshake_seeds, _dtls_handshake_worst, 4096,
+                   "sfu/transport/dtls.py DtlsEndpoint.handle_datagram (server): OpenSSL behind the record scan"),
         FuzzTarget("rtp", fuzz_rtp, _rtp_seeds, _rtp_worst, 1500,
                    "sfu/rtp/packet.py RtpHeader, extensions; ext.py readers; RecvStream.translate_ext_into"),
         FuzzTarget("vp8", fuzz_vp8, _vp8_seeds, _none, 1500, "sfu/rtp/vp8.py descriptor, keyframe check, size"),
