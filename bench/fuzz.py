@@ -51,6 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workdir", default=str(REPO / ".fuzz"),
                    help="corpus, artifacts and logs per target (default .fuzz/ in the checkout; kept between runs)")
     p.add_argument("--json", dest="json_path", default=None, help="write the results as JSON to this path")
+    p.add_argument("--markdown", dest="markdown_path", default=None, help="write the table as Markdown to this path")
     p.add_argument("--timeout", type=int, default=10, help="libFuzzer -timeout: seconds one input may take")
     p.add_argument("--rss-limit-mb", type=int, default=2048, help="libFuzzer -rss_limit_mb")
     p.add_argument("--seed", type=int, default=0, help="libFuzzer -seed (0: a random one)")
@@ -367,6 +368,24 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def markdown(results: list[dict[str, Any]]) -> str:
+    """The figures as a Markdown table (for bench/RESULTS.md)."""
+    lines = ["| target | inputs run | exec/s | uncaught exceptions | coverage (edges) | corpus | costliest input: "
+             "CPU (median of 3) | largest memory peak of one input | inputs over 1 ms / 1 MB |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: |"]
+    for r in results:
+        uncaught = r["uncaught_exceptions"] + r.get("uncaught_exceptions_in_replay", 0)
+        cpu = mem = over = "-"
+        if "replay" in r:
+            c, m = r["replay"]["cpu_worst"], r["replay"]["memory_worst"]
+            cpu = f"{c['ns'] / 1000:,.0f} µs ({c['input']}, {c['len']:,} B)"
+            mem = f"{m['bytes'] / 1024:,.0f} KB ({m['input']}, {m['len']:,} B)"
+            over = f"{r['replay']['over_cpu_budget']} / {r['replay']['over_memory_budget']}"
+        lines.append(f"| {r['target']} | {r['inputs_run']:,} | {r['exec_per_s']:,} | {uncaught} | {r['coverage']} | "
+                     f"{r['corpus_size']} | {cpu} | {mem} | {over} |")
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
     targets = _load_targets(args.targets_module)
     if args.list:
@@ -403,6 +422,8 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(table(results))
     save()
+    if args.markdown_path:
+        Path(args.markdown_path).write_text(markdown(results) + "\n")
     bad = any(r["outcome"] != "ok" or r["uncaught_exceptions"] or r.get("uncaught_exceptions_in_replay")
               or r["inputs_run"] == 0 for r in results)
     return 1 if bad else 0
