@@ -62,8 +62,12 @@ from sfu.sdp import (
     DEFAULT_CAPABILITIES,
     Fingerprint,
     LocalTransportParams,
+    NegotiatedCodec,
+    OutTrack,
     SdpError,
     answer_publish_offer,
+    apply_subscribe_answer,
+    build_subscribe_offer,
     parse_sdp,
 )
 from sfu.transport import stun
@@ -757,6 +761,34 @@ def serve_sdp(data: bytes) -> None:
         pass
 
 
+_SUB_OFFER = build_subscribe_offer(SDP_LOCAL, [
+    OutTrack("audio", "pub", "pub:audio:0", 1, NegotiatedCodec("audio", "opus", 111, 48000, 2, (("useinbandfec", "1"),))),
+    OutTrack("video", "pub", "pub:video:0", 2, NegotiatedCodec("video", "VP8", 96, 90000, rtx_payload_type=97),
+             rtx_ssrc=3),
+])
+
+
+def fuzz_sdp_subscribe_answer(data: bytes) -> None:
+    """Participant.apply_subscribe_answer without the transport: parse_sdp, then the answer
+    checked against the SFU's offer (two tracks). SdpError is the refusal."""
+    try:
+        params = apply_subscribe_answer(_SUB_OFFER, parse_sdp(_text(data)))
+    except SdpError as exc:
+        if not exc.code or not exc.message:
+            raise InvariantError("SdpError without code or message") from exc
+        return
+    mids = {m.mid for m in _SUB_OFFER.media}
+    if not {t.mid for t in params.tracks} <= mids:
+        raise InvariantError("the answer accepted a track the offer did not have")
+
+
+def _subscribe_answer_seeds() -> list[bytes]:
+    answer = (_SUB_OFFER.to_text().replace("a=sendonly", "a=recvonly").replace("a=setup:actpass", "a=setup:active")
+              .replace("a=ice-lite\r\n", ""))
+    return [answer.encode(), answer.replace("a=recvonly", "a=inactive", 1).encode(),
+            *[f for f in _sdp_fixtures() if b"a=recvonly" in f]]
+
+
 def _sdp_fixtures() -> list[bytes]:
     seen: dict[str, bytes] = {}
     for folder in SDP_FIXTURE_DIRS:
@@ -929,5 +961,7 @@ TARGETS: dict[str, FuzzTarget] = {
                    "control/api/validation.py parse_json_body and the body validators"),
         FuzzTarget("sdp", fuzz_sdp, _sdp_seeds, _sdp_worst, 16384,
                    "sfu/sdp/parser.py parse_sdp, publish.py answer_publish_offer", None, None),
+        FuzzTarget("sdp_subscribe_answer", fuzz_sdp_subscribe_answer, _subscribe_answer_seeds, _sdp_worst, 16384,
+                   "sfu/sdp/parser.py parse_sdp, subscribe.py apply_subscribe_answer"),
     )
 }
