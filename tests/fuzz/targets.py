@@ -15,6 +15,7 @@ single inputs. Nothing here imports atheris: the smoke test and the replay run w
 
 from __future__ import annotations
 
+import itertools
 import json
 import struct
 from collections.abc import Callable
@@ -48,7 +49,7 @@ from sfu.rtp.rtcp.common import (
     PT_SDES,
     PT_SR,
 )
-from sfu.rtp.rtcp.compound import parse_compound
+from sfu.rtp.rtcp.compound import CompoundReader, parse_compound
 from sfu.rtp.rtcp.fir import Fir
 from sfu.rtp.rtcp.nack import Nack
 from sfu.rtp.rtcp.pli import Pli
@@ -68,6 +69,8 @@ from sfu.sdp import (
     answer_publish_offer,
     apply_subscribe_answer,
     build_subscribe_offer,
+    check_publish_limits,
+    check_publish_text,
     parse_sdp,
 )
 from sfu.transport import stun
@@ -372,6 +375,24 @@ def fuzz_rtp(data: bytes) -> None:
     is_h264_keyframe(data, hdr.payload_offset, end)
 
 
+def serve_rtp(data: bytes) -> None:
+    """The parsing RecvStream.receive does per packet: the header, the extension renumbering,
+    the audio level, the keyframe check."""
+    from sfu.routing.stream import RecvStream, _find_one_byte
+
+    hdr = _HDR
+    if is_rtcp(data) or not hdr.load(data):
+        return
+    end = hdr.payload_offset + hdr.payload_length
+    is_vp8_keyframe(data, hdr.payload_offset, end)
+    pkt = bytearray(data)
+    if hdr.extension:
+        RecvStream.translate_ext_into(_STREAM, pkt, hdr)  # type: ignore[arg-type]
+        loc = _find_one_byte(pkt, hdr, 1)
+        if loc is not None:
+            rtp_ext.read_audio_level(pkt, loc[0], loc[1])
+
+
 def _rtp_seeds() -> list[bytes]:
     vp8 = build_vp8_descriptor(start=True, picture_id=1234, tl0picidx=7, tid=1, layer_sync=True, keyidx=3)
     return [
@@ -452,23 +473,47 @@ def _h264_worst() -> list[bytes]:
 # --- RTCP ----------------------------------------------------------------------------------
 
 
-def _use(packets: list[object]) -> None:
-    """What PublishSide.on_rtcp and SubscribeSide.on_rtcp read of each packet."""
-    for p in packets:
+def serve_rtcp(data: bytes) -> None:
+    """What PublishSide.on_rtcp and SubscribeSide.on_rtcp do with a datagram, minus the
+    DownTracks: walk it with CompoundReader and read what they read of each packet."""
+    reader = CompoundReader(data)
+    for p in reader:
         if isinstance(p, SenderReport):
-            p.ntp_timestamp, p.rtp_timestamp  # noqa: B018
+            p.ssrc, p.ntp_timestamp, p.rtp_timestamp  # noqa: B018
+        if isinstance(p, ReceiverReport | SenderReport):
             for block in p.reports:
-                block.ssrc, block.fraction_lost, block.packets_lost, block.lsr, block.dlsr  # noqa: B018
-        elif isinstance(p, ReceiverReport):
-            for block in p.reports:
-                block.ssrc, block.fraction_lost, block.packets_lost, block.lsr, block.dlsr  # noqa: B018
+                block.ssrc, block.fraction_lost, block.packets_lost, block.jitter, block.lsr, block.dlsr  # noqa: B018
         elif isinstance(p, Nack):
-            p.seqs()
+            for _pid, _blp in p.pairs:
+                pass
+        elif isinstance(p, Pli):
+            p.media_ssrc  # noqa: B018
         elif isinstance(p, Fir):
             for _ssrc, _seq in p.entries:
                 pass
+        elif isinstance(p, Remb):
+            p.bitrate  # noqa: B018
         elif isinstance(p, TransportFeedback):
-            p.arrivals_us()
+            p.status_count, p.received_count  # noqa: B018  (kept whole for the allocator)
+    if reader.error is not None and not isinstance(reader.error, str):
+        raise InvariantError(f"CompoundReader: reason {reader.error!r}")
+
+
+TWCC_RECORDS_CHECKED = 4096  # of a parsed TWCC packet's lazily decoded records, per packet
+
+
+def _use(packets: list[object]) -> None:
+    """Everything a parsed packet offers, beyond what the server reads today."""
+    for p in packets:
+        if isinstance(p, Nack):
+            p.seqs()
+        elif isinstance(p, TransportFeedback):
+            n = received = 0
+            for _seq, got, _delta in itertools.islice(p.records(), TWCC_RECORDS_CHECKED):
+                n += 1
+                received += got
+            if n > p.status_count or (n == p.status_count and received != p.received_count):
+                raise InvariantError("TWCC records disagree with the parsed counts")
         elif isinstance(p, SourceDescription):
             for chunk in p.chunks:
                 chunk.cname  # noqa: B018
@@ -476,7 +521,9 @@ def _use(packets: list[object]) -> None:
 
 
 def fuzz_rtcp_compound(data: bytes) -> None:
-    """Participant.on_rtcp: parse_compound over a whole (decrypted) SRTCP datagram."""
+    """Participant.on_rtcp: a whole (decrypted) SRTCP datagram through CompoundReader as the
+    server walks it, then parse_compound and every packet's accessors."""
+    serve_rtcp(data)
     packets, error = parse_compound(data)
     if error is not None and not isinstance(error, str):
         raise InvariantError(f"parse_compound: reason {error!r}")
@@ -500,6 +547,7 @@ def _typed(parse: Callable[..., object | None], pt: int, fmt: int) -> Target:
             p = parse(buf, offset)
             if p is not None:
                 _use([p])
+        serve_rtcp(framed)
         packets, _ = parse_compound(framed)
         _use(list(packets))
 
@@ -733,11 +781,14 @@ def _text(data: bytes) -> str:
 
 
 def fuzz_sdp(data: bytes) -> None:
-    """Participant.apply_publish_offer without the transport: parse_sdp, answer_publish_offer
-    (then again as a renegotiation), the answer's text. SdpError is the refusal."""
+    """Participant.apply_publish_offer without the transport: check_publish_text, parse_sdp,
+    check_publish_limits, answer_publish_offer (then again as a renegotiation), the answer's
+    text. SdpError is the refusal."""
     text = _text(data)
     try:
+        check_publish_text(text)
         offer = parse_sdp(text)
+        check_publish_limits(offer)
     except SdpError as exc:
         if not exc.code or not exc.message:
             raise InvariantError("SdpError without code or message") from exc
@@ -755,8 +806,12 @@ def fuzz_sdp(data: bytes) -> None:
 
 def serve_sdp(data: bytes) -> None:
     """One publish offer as the server answers it (no renegotiation)."""
+    text = _text(data)
     try:
-        answer_publish_offer(parse_sdp(_text(data)), SDP_LOCAL, DEFAULT_CAPABILITIES)[0].to_text()
+        check_publish_text(text)
+        offer = parse_sdp(text)
+        check_publish_limits(offer)
+        answer_publish_offer(offer, SDP_LOCAL, DEFAULT_CAPABILITIES)[0].to_text()
     except SdpError:
         pass
 
@@ -920,7 +975,11 @@ def _rtcp_target(name: str, parse: Callable[..., object | None], pt: int, fmt: i
     raw, and inside a compound; the cost is that framed packet through parse_compound."""
     return FuzzTarget(name, _typed(parse, pt, fmt), _typed_seeds(pt, fmt), _typed_worst(pt, fmt), 1500,
                       f"sfu/rtp/rtcp/{module} {parse.__qualname__}, via parse_compound too",
-                      _framer(pt, fmt), fuzz_rtcp_compound)
+                      _framer(pt, fmt), serve_rtcp)
+
+
+def _itself(data: bytes) -> list[bytes]:
+    return [data]
 
 
 def _none() -> list[bytes]:
@@ -938,11 +997,13 @@ TARGETS: dict[str, FuzzTarget] = {
         FuzzTarget("dtls_handshake", fuzz_dtls_handshake, _dtls_handshake_seeds, _dtls_handshake_worst, 4096,
                    "sfu/transport/dtls.py DtlsEndpoint.handle_datagram (server): OpenSSL behind the record scan"),
         FuzzTarget("rtp", fuzz_rtp, _rtp_seeds, _rtp_worst, 1500,
-                   "sfu/rtp/packet.py RtpHeader, extensions; ext.py readers; RecvStream.translate_ext_into"),
+                   "sfu/rtp/packet.py RtpHeader, extensions; ext.py readers; RecvStream.translate_ext_into",
+                   _itself, serve_rtp),
         FuzzTarget("vp8", fuzz_vp8, _vp8_seeds, _none, 1500, "sfu/rtp/vp8.py descriptor, keyframe check, size"),
         FuzzTarget("h264", fuzz_h264, _h264_seeds, _h264_worst, 1500, "sfu/rtp/h264.py NAL, STAP-A, FU-A"),
         FuzzTarget("rtcp_compound", fuzz_rtcp_compound, _compound_seeds, _rtcp_worst, 1500,
-                   "sfu/rtp/rtcp/compound.py parse_compound and every type behind it"),
+                   "sfu/rtp/rtcp/compound.py CompoundReader, parse_compound and every type behind it",
+                   _itself, serve_rtcp),
         _rtcp_target("rtcp_sr", SenderReport.parse, PT_SR, -1, "sr.py"),
         _rtcp_target("rtcp_rr", ReceiverReport.parse, PT_RR, -1, "rr.py"),
         _rtcp_target("rtcp_sdes", SourceDescription.parse, PT_SDES, -1, "sdes.py"),
