@@ -40,6 +40,7 @@ from sfu.sdp import (
     build_subscribe_offer,
     check_publish_limits,
     check_publish_text,
+    check_subscribe_answer_text,
     parse_sdp,
 )
 
@@ -452,6 +453,7 @@ class Participant:
     def apply_subscribe_answer(self, sdp_text: str) -> None:
         if self._sub_offer is None or not self.sub_pending:
             raise ValueError("no subscribe offer is waiting for an answer")
+        check_subscribe_answer_text(sdp_text, self._sub_offer)  # bounded before parsing
         answer = parse_sdp(sdp_text)
         params = apply_subscribe_answer(self._sub_offer, answer)
         self.sub_pending = False

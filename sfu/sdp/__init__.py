@@ -53,7 +53,11 @@ from sfu.sdp.params import (
 )
 from sfu.sdp.parser import parse_sdp
 from sfu.sdp.publish import answer_publish_offer, check_publish_limits, check_publish_text
-from sfu.sdp.subscribe import apply_subscribe_answer, build_subscribe_offer
+from sfu.sdp.subscribe import (
+    apply_subscribe_answer,
+    build_subscribe_offer,
+    check_subscribe_answer_text,
+)
 
 __all__ = [
     "DEFAULT_CAPABILITIES",
@@ -100,6 +104,7 @@ __all__ = [
     "answer_publish_offer",
     "check_publish_limits",
     "check_publish_text",
+    "check_subscribe_answer_text",
     "apply_subscribe_answer",
     "build_subscribe_offer",
     "h264_profile",

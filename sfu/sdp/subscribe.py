@@ -19,6 +19,7 @@ from sfu.sdp.errors import (
     BUNDLE_REQUIRED,
     NO_COMMON_CODEC,
     RTCP_MUX_REQUIRED,
+    SDP_TOO_LARGE,
     SdpError,
 )
 from sfu.sdp.model import (
@@ -333,6 +334,26 @@ def _accepted_codec(offered: MediaSection, answered: MediaSection) -> Negotiated
             rtx_payload_type=rtx_pt,
         )
     return None
+
+
+# A subscriber's answer is refused before parsing when longer than its offer can need: Chromium's
+# answers take ~700 characters an m-section; parsing costs ~50 us a KB.
+MAX_ANSWER_BASE_SIZE = 8 * 1024
+MAX_ANSWER_SECTION_SIZE = 4 * 1024
+
+
+def check_subscribe_answer_text(text: str, offer: SessionDescription) -> None:
+    """Refuse an answer to `offer` before parsing it: over MAX_ANSWER_BASE_SIZE plus
+    MAX_ANSWER_SECTION_SIZE per offered m-section (sdp_too_large), or not one m= line per
+    offered m-section (answer_mismatch, which parsing would find too)."""
+    sections = len(offer.media)
+    limit = MAX_ANSWER_BASE_SIZE + MAX_ANSWER_SECTION_SIZE * sections
+    if len(text) > limit:
+        raise SdpError(SDP_TOO_LARGE, f"the answer is {len(text)} characters; the limit for {sections} m-sections "
+                                      f"is {limit}")
+    found = text.count("\nm=") + text.startswith("m=")
+    if found != sections:
+        raise SdpError(ANSWER_MISMATCH, f"the answer has {found} m-sections, the offer {sections}")
 
 
 def apply_subscribe_answer(offer: SessionDescription, answer: SessionDescription) -> SubscribeParams:
