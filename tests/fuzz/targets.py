@@ -71,6 +71,7 @@ from sfu.sdp import (
     build_subscribe_offer,
     check_publish_limits,
     check_publish_text,
+    check_subscribe_answer_text,
     parse_sdp,
 )
 from sfu.transport import stun
@@ -824,10 +825,13 @@ _SUB_OFFER = build_subscribe_offer(SDP_LOCAL, [
 
 
 def fuzz_sdp_subscribe_answer(data: bytes) -> None:
-    """Participant.apply_subscribe_answer without the transport: parse_sdp, then the answer
-    checked against the SFU's offer (two tracks). SdpError is the refusal."""
+    """Participant.apply_subscribe_answer without the transport: check_subscribe_answer_text,
+    parse_sdp, then the answer checked against the SFU's offer (two tracks). SdpError is the
+    refusal."""
     try:
-        params = apply_subscribe_answer(_SUB_OFFER, parse_sdp(_text(data)))
+        text = _text(data)
+        check_subscribe_answer_text(text, _SUB_OFFER)
+        params = apply_subscribe_answer(_SUB_OFFER, parse_sdp(text))
     except SdpError as exc:
         if not exc.code or not exc.message:
             raise InvariantError("SdpError without code or message") from exc
