@@ -81,8 +81,9 @@ from signaling.protocol import ProtocolError
 from signaling.protocol import parse_message as parse_signaling
 
 REPO = Path(__file__).resolve().parents[2]
-SDP_FIXTURE_DIRS = (REPO / "tests" / "fixtures" / "sdp", REPO.parent.parent / "shared" / "fixtures" / "sdp",
-                    Path("/work/shared/fixtures/sdp"))
+# The repo's captures, then the shared ones next to the checkout (or next to its worktree folder).
+SDP_FIXTURE_DIRS = (REPO / "tests" / "fixtures" / "sdp", REPO.parent / "shared" / "fixtures" / "sdp",
+                    REPO.parent.parent / "shared" / "fixtures" / "sdp")
 
 Target = Callable[[bytes], None]
 
