@@ -368,6 +368,13 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _label(name: str) -> str:
+    """seed-N and worst-N as they are; a file libFuzzer named by its hash: where it came from."""
+    if name.startswith(("seed-", "worst-")):
+        return name
+    return "an artifact" if name.startswith(("crash-", "timeout-", "oom-", "slow-unit-")) else "a fuzzer input"
+
+
 def markdown(results: list[dict[str, Any]]) -> str:
     """The figures as a Markdown table (for bench/RESULTS.md)."""
     lines = ["| target | inputs run | exec/s | uncaught exceptions | coverage (edges) | corpus | costliest input: "
@@ -378,8 +385,8 @@ def markdown(results: list[dict[str, Any]]) -> str:
         cpu = mem = over = "-"
         if "replay" in r:
             c, m = r["replay"]["cpu_worst"], r["replay"]["memory_worst"]
-            cpu = f"{c['ns'] / 1000:,.0f} µs ({c['input']}, {c['len']:,} B)"
-            mem = f"{m['bytes'] / 1024:,.0f} KB ({m['input']}, {m['len']:,} B)"
+            cpu = f"{c['ns'] / 1000:,.0f} µs ({_label(c['input'])}, {c['len']:,} B)"
+            mem = f"{m['bytes'] / 1024:,.0f} KB ({_label(m['input'])}, {m['len']:,} B)"
             over = f"{r['replay']['over_cpu_budget']} / {r['replay']['over_memory_budget']}"
         lines.append(f"| {r['target']} | {r['inputs_run']:,} | {r['exec_per_s']:,} | {uncaught} | {r['coverage']} | "
                      f"{r['corpus_size']} | {cpu} | {mem} | {over} |")
