@@ -32,6 +32,11 @@ from control.api.validation import (
     provider_from_body,
     token_request,
 )
+from sfu.routing.counters import WorkerCounters
+from sfu.routing.downtrack import DownTrack
+from sfu.routing.participant import PublishSide, SubscribeSide
+from sfu.routing.stream import RecvStream, _find_one_byte, build_ext_lengths, build_ext_map
+from sfu.routing.track import PublishedTrack
 from sfu.rtp import ext as rtp_ext
 from sfu.rtp.h264 import fu_a_header, is_h264_keyframe, nal_type, stap_a_nal_types
 from sfu.rtp.packet import RtpHeader, build_rtp, is_rtcp, parse_rtp, rtx_original_seq
@@ -77,6 +82,7 @@ from sfu.sdp import (
 from sfu.transport import stun
 from sfu.transport.dtls import RECORD_HEADER_LENGTH, is_dtls, scan_records
 from sfu.transport.ice_lite import IceLite, IceLiteRegistry
+from sfu.transport.tcp_framing import FrameDecoder
 from signaling.protocol import ProtocolError
 from signaling.protocol import parse_message as parse_signaling
 
@@ -315,6 +321,47 @@ def _dtls_handshake_worst() -> list[bytes]:
     return [(len(hello).to_bytes(2, "big") + hello) * 16]
 
 
+# ICE-TCP (RFC 4571): the length-prefixed framing of a TCP stream, read in arbitrary chunks.
+
+
+def fuzz_tcp_framing(data: bytes) -> None:
+    """FrameDecoder.feed over a TCP stream cut where the input says: data[0] picks the chunk
+    size; every frame delivered must be what the stream framed, in order, nothing lost."""
+    frames: list[bytes] = []
+    decoder = FrameDecoder(frames.append)
+    step = 1 + (data[0] if data else 0) * 7
+    stream = data[1:]
+    for i in range(0, len(stream), step):
+        decoder.feed(stream[i:i + step])
+    # the same stream parsed in one go, by hand
+    expect: list[bytes] = []
+    pos = 0
+    while pos + 2 <= len(stream):
+        size = int.from_bytes(stream[pos:pos + 2], "big")
+        if pos + 2 + size > len(stream):
+            break
+        expect.append(stream[pos + 2:pos + 2 + size])
+        pos += 2 + size
+    if frames != expect:
+        raise InvariantError(f"{len(frames)} frames delivered, {len(expect)} in the stream")
+    if decoder.buffered != len(stream) - pos:
+        raise InvariantError("the decoder holds a different remainder than the stream left")
+
+
+def serve_tcp_framing(data: bytes) -> None:
+    """One received TCP chunk through the decoder, as the ICE-TCP connection feeds it."""
+    FrameDecoder(lambda frame: None).feed(data[1:])
+
+
+def _tcp_framing_seeds() -> list[bytes]:
+    stun_req = _stun_seeds()[0]
+    return [b"\x00" + len(stun_req).to_bytes(2, "big") + stun_req, b"\x02" + b"\x00\x04abcd\x00\x00\x00\x01x"]
+
+
+def _tcp_framing_worst() -> list[bytes]:
+    return [b"\x00" + b"\x00\x00" * 4000, b"\x00" + b"\xff\xff" + bytes(7990)]
+
+
 # --- RTP header, header extensions, payload descriptors ---------------------------------
 
 # A publisher's extension ids (Chromium's numbering) -> the SFU's, as RecvStream binds them.
@@ -326,8 +373,6 @@ _EXT_LENGTHS[1], _EXT_LENGTHS[2], _EXT_LENGTHS[3] = 1, 3, 2
 
 
 def _recv_stream() -> object:
-    from sfu.routing.stream import RecvStream
-
     stream = object.__new__(RecvStream)
     stream.ext_map = bytes(_EXT_MAP)
     stream.ext_lengths = bytes(_EXT_LENGTHS)
@@ -341,8 +386,6 @@ _HDR = RtpHeader()
 def fuzz_rtp(data: bytes) -> None:
     """PublishSide.on_rtp / RecvStream.receive: header, RTX unwrap, extensions (mid, rid,
     audio level, abs-send-time, transport-cc) and their in-place renumbering."""
-    from sfu.routing.stream import RecvStream, _find_one_byte
-
     if is_rtcp(data):
         return  # RFC 5761 demux: the RTCP path
     hdr = _HDR
@@ -380,8 +423,6 @@ def fuzz_rtp(data: bytes) -> None:
 def serve_rtp(data: bytes) -> None:
     """The parsing RecvStream.receive does per packet: the header, the extension renumbering,
     the audio level, the keyframe check."""
-    from sfu.routing.stream import RecvStream, _find_one_byte
-
     hdr = _HDR
     if is_rtcp(data) or not hdr.load(data):
         return
@@ -660,11 +701,6 @@ PUB_SSRC, PUB_RTX_SSRC, SUB_SSRCS = 0x1234, 0x1235, (1000, 1001)
 
 
 def _packet_path() -> tuple[object, object, list[object], list[_SrtpSink], list[float]]:
-    from sfu.routing.counters import WorkerCounters
-    from sfu.routing.downtrack import DownTrack
-    from sfu.routing.participant import PublishSide, SubscribeSide
-    from sfu.routing.stream import RecvStream, build_ext_lengths, build_ext_map
-    from sfu.routing.track import PublishedTrack
     from sfu.sdp import (
         URI_ABS_SEND_TIME,
         URI_AUDIO_LEVEL,
@@ -1003,6 +1039,9 @@ TARGETS: dict[str, FuzzTarget] = {
                    "sfu/transport/dtls.py is_dtls, scan_records (record headers before OpenSSL)"),
         FuzzTarget("dtls_handshake", fuzz_dtls_handshake, _dtls_handshake_seeds, _dtls_handshake_worst, 4096,
                    "sfu/transport/dtls.py DtlsEndpoint.handle_datagram (server): OpenSSL behind the record scan"),
+        FuzzTarget("tcp_framing", fuzz_tcp_framing, _tcp_framing_seeds, _tcp_framing_worst, 8192,
+                   "sfu/transport/tcp_framing.py FrameDecoder (ICE-TCP, RFC 4571), fed in chunks",
+                   _itself, serve_tcp_framing),
         FuzzTarget("rtp", fuzz_rtp, _rtp_seeds, _rtp_worst, 1500,
                    "sfu/rtp/packet.py RtpHeader, extensions; ext.py readers; RecvStream.translate_ext_into",
                    _itself, serve_rtp),
