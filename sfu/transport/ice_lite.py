@@ -119,6 +119,7 @@ class IceLite:
         "_prefix",
         "_username",
         "_xma_addr",
+        "selected_priority",
         "_xma_attr",
     )
 
@@ -146,6 +147,7 @@ class IceLite:
         self.remote_pwd: str | None = None
         self.consent_timeout = consent_timeout
         self.selected_address: Address | None = None
+        self.selected_priority = 0  # PRIORITY of the check that nominated selected_address
         # Time of the last valid check (creation time until the first one).
         self.last_consent = now
         self._key = local_pwd.encode("ascii")
@@ -213,11 +215,22 @@ class IceLite:
         selected = self.selected_address
         event = EVENT_CHECK
         if stun.ATTR_USE_CANDIDATE in attrs:
+            priority = attrs.get(stun.ATTR_PRIORITY, 0)
             if selected is None:
                 self.selected_address = selected = addr
+                self.selected_priority = priority
                 event = EVENT_SELECTED
-            elif selected != addr:
+            elif selected != addr and (
+                priority >= self.selected_priority or now - self.last_consent >= SELECTED_STALE_SECONDS
+            ):
+                # A lite agent keeps the highest-priority nominated pair (RFC 8445 section
+                # 8.1.1). Firefox nominates aggressively: every check carries USE-CANDIDATE, its
+                # lower-priority ICE-TCP pair's too, and taking the last one heard moved a
+                # client's media off UDP to a TCP connection (its UDP packets then dropped as
+                # unknown_address). A lower-priority nomination still wins once the selected
+                # address has gone quiet (a network change without an ICE restart).
                 self.selected_address = selected = addr
+                self.selected_priority = priority
                 event = EVENT_ADDRESS_CHANGED
         if selected is None or selected == addr:
             self.last_consent = now
@@ -374,6 +387,11 @@ class IceLiteRegistry(Generic[T]):
         """Transports whose consent expired (not removed); for a periodic ticker."""
         return [t for ice, t in self._by_ufrag.values() if ice.consent_expired(now)]
 
+
+# A nomination of a lower-priority pair than the selected one moves the selection only once
+# the selected address has sent no valid check for this long: Chromium checks its selected pair
+# every 2.5 s, Firefox its consent about every 5 s, and a dead path sends none.
+SELECTED_STALE_SECONDS = 6.0
 
 DEFAULT_FAILURE_RATE = 20.0  # failed STUN requests a second a source host may cost us
 DEFAULT_FAILURE_BURST = 40.0

@@ -579,3 +579,27 @@ def test_registry_bounds_failed_checks_per_ufrag_from_any_number_of_sources() ->
     assert registry.handle_stun(forged, ("10.9.9.9", 1), 2.0)[2] == DROP_BAD_INTEGRITY
     registry.remove(a.ice)  # its failure entry goes with it
     assert registry._failures.limited(a.ice.local_ufrag, 2.0) is False
+
+
+def test_aggressive_nomination_keeps_the_highest_priority_pair() -> None:
+    # Firefox sets USE-CANDIDATE on every check: its UDP pair and, later, its lower-priority
+    # ICE-TCP pair. The lite agent keeps the UDP pair (RFC 8445 8.1.1) while it is alive.
+    def nominate(priority: int) -> bytes:
+        return stun.build_binding_request(stun.new_transaction_id(), f"{LOCAL_UFRAG}:{REMOTE_UFRAG}", KEY,
+                                          priority, 0x0102030405060708, use_candidate=True)
+
+    ice = make_ice()
+    udp_priority, tcp_priority = 1853824767, 1518280447
+    assert ice.handle_binding_request(nominate(udp_priority), ADDR_A, 1.0)[1] == EVENT_SELECTED
+    response, event = ice.handle_binding_request(nominate(tcp_priority), ADDR_B, 1.2)
+    assert response is not None and event == EVENT_CHECK  # answered, selection unchanged
+    assert ice.selected_address == ADDR_A
+    # A higher (or equal) priority nomination from elsewhere moves it at once.
+    assert ice.handle_binding_request(nominate(udp_priority + 1), ADDR_B, 1.3)[1] == EVENT_ADDRESS_CHANGED
+    assert ice.selected_address == ADDR_B
+    # A lower one moves it once the selected address has gone quiet (a path that died).
+    ice.handle_binding_request(check(), ADDR_B, 2.0)
+    assert ice.handle_binding_request(nominate(tcp_priority), ADDR_A, 2.0 + 1.0)[1] == EVENT_CHECK
+    stale = 2.0 + ice_lite.SELECTED_STALE_SECONDS
+    assert ice.handle_binding_request(nominate(tcp_priority), ADDR_A, stale)[1] == EVENT_ADDRESS_CHANGED
+    assert ice.selected_address == ADDR_A
