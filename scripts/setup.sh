@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs telesfu into ./.venv on a Debian 12 machine with its own python3 (3.11).
 #   bash scripts/setup.sh          runtime only
-#   bash scripts/setup.sh --test   also what the test suite needs (pip extras, redis-server, chromium)
+#   bash scripts/setup.sh --test   also what the test suite needs (pip extras, redis-server, chromium,
+#                                  firefox-esr, and puppeteer-core from npm in tests/e2e/node to drive it)
 # Everything the project needs is installed here; nothing is expected to be there by hand.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,5 +56,15 @@ if [ "$want_test" = 1 ]; then
   command -v redis-server >/dev/null 2>&1 || { echo "==> installing redis-server"; apt_install redis-server; }
   command -v chromium >/dev/null 2>&1 || { echo "==> installing chromium"; apt_install chromium; }
   command -v ip >/dev/null 2>&1 || apt_install iproute2
+  command -v firefox-esr >/dev/null 2>&1 || { echo "==> installing firefox-esr"; apt_install firefox-esr; }
+  command -v npm >/dev/null 2>&1 || { echo "==> installing nodejs and npm"; apt_install nodejs npm; }
+  # the Firefox tests' driver (tests/e2e/firefox_driver.mjs): puppeteer-core at the lockfile's
+  # versions, project-local; puppeteer-core downloads no browser (it drives Debian's firefox-esr)
+  echo "==> installing puppeteer-core into tests/e2e/node"
+  for i in $(seq 1 3); do
+    (cd tests/e2e/node && npm ci --no-audit --no-fund --loglevel=error) && break
+    echo "npm ci failed, retrying ($i)"; sleep 5
+  done
+  [ -d tests/e2e/node/node_modules/puppeteer-core ] || { echo "setup.sh: could not install puppeteer-core" >&2; exit 1; }
 fi
 echo "==> ready: .venv/bin/telesfu"

@@ -11,6 +11,27 @@ by kind: at most ``MAX_PUBLISHED_AUDIO`` (1) audio and ``MAX_PUBLISHED_VIDEO`` (
 screen) sending m-sections, and at most ``MAX_PUBLISH_SECTIONS`` m-sections in all (stopped
 ones included: a browser keeps a few after stopping a screen share). The text is refused
 before parsing when it is over ``MAX_PUBLISH_SDP_SIZE`` or has more m= lines than that.
+
+Firefox (firefox-esr 153; golden SDPs tests/fixtures/sdp/firefox-*.sdp) differs from Chromium
+in ways this module and the subscribe side take as they are, none needing a special case:
+- BUNDLE: every m-section after the first is ``m=video 0 ... a=bundle-only`` (port 0 yet
+  active: ``MediaSection.active``); the answer gives each the SFU's port, never bundle-only.
+- a=fingerprint, and a=ice-options:trickle, at session level only; ufrag 8 and pwd 32 hex
+  digits (Chromium: 4 and 24 base64 characters).
+- a=ssrc lines carry only cname; track and stream ids, in braces, come from a=msid; RTX from
+  a=ssrc-group:FID. a=extmap may carry a direction (``a=extmap:2/recvonly``); extension ids
+  differ from Chromium's (mid 3, audio level 1, abs-send-time 4, transport-cc 7).
+- a=msid-semantic:WMS * without the space (either is valid); a=rtcp:<port> naming a .local.
+- Candidates: a page without a camera/microphone permission offers mDNS ``<uuid>.local`` host
+  names and ``tcptype active`` port 9; with one, raw addresses. The SFU is ICE-lite and never
+  dials them: it learns the address from Firefox's checks. On loopback Firefox needs the
+  permission to gather 127.0.0.1 at all (see tests/e2e/firefox_driver.mjs): that, not the
+  SDP, was the "Reconnecting..." loop of Firefox through the SFU.
+- DTLS: ``a=setup:actpass`` in its offers (answered passive, as for Chromium) and
+  ``a=setup:active`` in its subscribe answers; our DTLS server takes its ClientHello, and
+  TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 with SRTP_AEAD_AES_128_GCM is what getStats shows.
+- Its subscribe answer drops extensions it does not take for the kind (abs-send-time offered
+  on audio), so the SFU writes only what the answer keeps (``apply_subscribe_answer``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Fixtures of the SDP tests: the real Chromium offers and the SFU's local transport."""
+"""Fixtures of the SDP tests: the real Chromium and Firefox SDPs and the SFU's local transport."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from sfu.sdp import Fingerprint, LocalTransportParams
 
 REPO = Path(__file__).resolve().parents[3]
 FIXTURE_DIRS = (REPO / "tests" / "fixtures" / "sdp", REPO / ".." / "shared" / "fixtures" / "sdp")
-FIXTURE_NAMES = ("chromium-sendonly-offer.sdp", "chromium-recvonly-offer.sdp", "chromium-simulcast-offer.sdp")
+FIXTURE_NAMES = ("chromium-sendonly-offer.sdp", "chromium-recvonly-offer.sdp", "chromium-simulcast-offer.sdp",
+                 "firefox-publish-offer.sdp", "firefox-subscribe-answer.sdp")
 
 SFU_FINGERPRINT = Fingerprint("sha-256", ":".join(["5A"] * 32))
 LOCAL = LocalTransportParams(

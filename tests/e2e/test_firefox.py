@@ -1,0 +1,181 @@
+"""Debian's firefox-esr through the reference web client and a real `telesfu serve` on loopback,
+with Chromium on the other side (tests/e2e/firefox.py drives Firefox over WebDriver BiDi).
+
+Assertions come from each page's getStats (window.telesfu.stats(): inbound-rtp framesDecoded
+and packetsReceived per remote participant). Firefox's publish offer and subscribe answer, its
+getStats and console are saved under test-artifacts/web/firefox-*.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from playwright.async_api import Browser
+
+from tests.e2e.firefox import FIREFOX, FirefoxDriver, FirefoxPage
+from tests.e2e.web_helpers import (  # noqa: F401 - the fixtures are used by their names
+    CHROMIUM,
+    DESKTOP,
+    TelesfuNode,
+    WebPeer,
+    telesfu_node_fixture,
+    uid,
+    web_browser_fixture,
+)
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.asyncio(loop_scope="module"),
+    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is missing (scripts/setup.sh --test installs it)"),
+    pytest.mark.skipif(not FIREFOX.exists(), reason=f"{FIREFOX} is missing (scripts/setup.sh --test installs it)"),
+]
+
+FRAMES = 30  # about one second of video: a flow, not one lucky keyframe
+MEDIA_TIMEOUT = 30.0
+
+
+@pytest.fixture
+def out(artifacts: Path) -> Path:
+    d = artifacts / "web"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def firefox(artifacts: Path) -> AsyncIterator[FirefoxDriver]:
+    """One headless firefox-esr for the module; each participant gets a browser context."""
+    driver = await FirefoxDriver.start(artifacts / "web" / "firefox-driver.log")
+    try:
+        yield driver
+    finally:
+        await driver.stop()
+
+
+class FirefoxWebPeer:
+    """One participant in Firefox on the real join page; the same surface as WebPeer for the test."""
+
+    def __init__(self, name: str, page: FirefoxPage) -> None:
+        self.name = name
+        self.page = page
+
+    @classmethod
+    async def open(cls, driver: FirefoxDriver, url: str, name: str) -> FirefoxWebPeer:
+        peer = cls(name, await driver.open(url))
+        await peer.wait_screen("prejoin")
+        await peer.page.wait_for("document.querySelector('#join-btn') && !document.querySelector('#join-btn').disabled",
+                                 15, "the Join button enabled")
+        return peer
+
+    async def join(self) -> None:
+        await self.page.click("#join-btn")
+
+    async def state(self) -> dict[str, Any]:
+        return dict(await self.page.evaluate("window.telesfu.state"))
+
+    async def stats(self) -> dict[str, Any]:
+        return dict(await self.page.evaluate("window.telesfu.stats()"))
+
+    async def wait_screen(self, screen: str, timeout: float = 15.0) -> None:
+        try:
+            await self.page.wait_for(f"window.telesfu && window.telesfu.state.screen === {json.dumps(screen)}",
+                                     timeout, f"screen {screen!r}")
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{await self.diagnose()}") from e
+
+    async def decoded_from(self) -> dict[str, dict[str, int]]:
+        return _decoded(await self.stats())
+
+    async def diagnose(self) -> str:
+        try:
+            state = await self.page.evaluate("window.telesfu ? window.telesfu.state : null")
+            events = await self.page.evaluate("window.telesfu ? window.telesfu.events() : []")
+            stats = await self.page.evaluate("window.telesfu ? window.telesfu.stats() : null")
+        except Exception as e:  # a crashed page must not hide the original failure
+            return f"{self.name}: page not readable: {e!r}; console: {self.page.console[-20:]}"
+        return (f"{self.name} state: {json.dumps(state)}\n{self.name} events: {events[-40:]}\n"
+                f"{self.name} stats: {json.dumps(stats)}\n{self.name} console: {self.page.console[-20:]}")
+
+    async def close(self) -> None:
+        await self.page.close()
+
+
+def _decoded(stats: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """Per remote participant: video frames decoded and audio packets received."""
+    got: dict[str, dict[str, int]] = {}
+    for s in stats["inbound"]:
+        pid = s.get("participant_id")
+        if not pid:
+            continue
+        entry = got.setdefault(str(pid), {"framesDecoded": 0, "audioPackets": 0})
+        if s["kind"] == "video":
+            entry["framesDecoded"] += int(s["framesDecoded"])
+        else:
+            entry["audioPackets"] += int(s["packetsReceived"])
+    return got
+
+
+async def _media_from(peer: WebPeer | FirefoxWebPeer, pids: list[str], frames: int = FRAMES,
+                      timeout: float = MEDIA_TIMEOUT) -> dict[str, dict[str, int]]:
+    deadline = time.monotonic() + timeout
+    got: dict[str, dict[str, int]] = {}
+    while time.monotonic() < deadline:
+        got = await peer.decoded_from()
+        if all(got.get(p, {}).get("framesDecoded", 0) > frames and got.get(p, {}).get("audioPackets", 0) > 0
+               for p in pids):
+            return got
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{peer.name}: not {frames} frames and audio from {pids} within {timeout}s: {got}\n"
+                         f"{await peer.diagnose()}")
+
+
+async def _save(out: Path, name: str, peer: FirefoxWebPeer) -> None:
+    try:
+        report = {"state": await peer.state(), "stats": await peer.stats(),
+                  "events": await peer.page.evaluate("window.telesfu.events()"), "console": peer.page.console}
+    except Exception as e:  # a crashed page must not hide the test's own failure
+        report = {"error": repr(e), "console": peer.page.console}
+    (out / f"firefox-{name}.json").write_text(json.dumps(report, indent=2, default=str))
+
+
+async def test_firefox_client_and_chromium_provider_through_the_waiting_room(
+        telesfu_node: TelesfuNode, web_browser: Browser, firefox: FirefoxDriver, out: Path) -> None:
+    node = telesfu_node
+    prov, cl, apt = uid("prov"), uid("client"), uid("apt")
+    await node.provider(prov, "Dr. Iris Vogel", waiting_room=True)
+    await node.client(cl, "Jo Park")
+    await node.appointment(apt, prov, [cl])
+    client: FirefoxWebPeer | None = None
+    provider: WebPeer | None = None
+    try:
+        client = await FirefoxWebPeer.open(firefox, await node.join_url(apt, cl), "firefox-client")
+        await client.join()
+        await client.wait_screen("waiting")
+        provider = await WebPeer.open(web_browser, await node.join_url(apt, prov), "chromium-provider", DESKTOP)
+        await provider.join()
+        await provider.wait_screen("call")
+        popup = provider.page.locator(f'.popup[data-pid="{cl}"]')
+        await popup.wait_for(timeout=10_000)
+        await popup.get_by_role("button", name="Admit Jo Park").click()
+        await client.wait_screen("call")
+
+        got_client = await _media_from(client, [prov])
+        got_provider = await _media_from(provider, [cl])
+        assert got_client[prov]["framesDecoded"] > FRAMES and got_client[prov]["audioPackets"] > 0
+        assert got_provider[cl]["framesDecoded"] > FRAMES and got_provider[cl]["audioPackets"] > 0
+        state = await client.state()
+        assert not state.get("reconnecting"), state
+        await _save(out, "client-1to1", client)
+        await client.page.screenshot(out / "firefox-client-in-call.png")
+    finally:
+        if client is not None:
+            await _save(out, "client-1to1", client)
+            await client.close()
+        if provider is not None:
+            await provider.close()
