@@ -1,5 +1,7 @@
 """Debian's firefox-esr through the reference web client and a real `telesfu serve` on loopback,
-with Chromium on the other side (tests/e2e/firefox.py drives Firefox over WebDriver BiDi).
+with Chromium on the other side (tests/e2e/firefox.py drives Firefox over WebDriver BiDi): a
+Firefox client admitted by a Chromium provider, a Firefox provider admitting a Chromium client,
+and a group of Chromium, Firefox and an aiortc peer on the node's signaling.
 
 Assertions come from each page's getStats (window.telesfu.stats(): inbound-rtp framesDecoded
 and packetsReceived per remote participant). Firefox's publish offer and subscribe answer, its
@@ -15,6 +17,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import pytest_asyncio
 from playwright.async_api import Browser
@@ -29,6 +32,7 @@ from tests.e2e.web_helpers import (  # noqa: F401 - the fixtures are used by the
     uid,
     web_browser_fixture,
 )
+from tests.media_helpers import AiortcParticipant
 
 pytestmark = [
     pytest.mark.browser,
@@ -121,7 +125,100 @@ def _decoded(stats: dict[str, Any]) -> dict[str, dict[str, int]]:
     return got
 
 
-async def _media_from(peer: WebPeer | FirefoxWebPeer, pids: list[str], frames: int = FRAMES,
+class AiortcSignalingPeer:
+    """An aiortc participant on the node's real signaling (/v1/rtc), joined with a join link's token."""
+
+    def __init__(self, name: str, participant_id: str, colour: str) -> None:
+        self.name = name
+        self.peer = AiortcParticipant(participant_id, colour)
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.types: list[str] = []
+        self.errors: list[str] = []
+        self._reader: asyncio.Task[None] | None = None
+        self._answers = asyncio.Lock()
+        self._publish_answer: asyncio.Future[str] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def join(self, node: TelesfuNode, join_url: str) -> None:
+        token = join_url.split("#token=", 1)[1]
+        self.ws = await node.http.ws_connect(node.url.replace("http", "ws", 1) + "/v1/rtc", heartbeat=None)
+        self._reader = asyncio.ensure_future(self._read())
+        await self.ws.send_str(json.dumps({"type": "join", "token": token}))
+
+    def _spawn(self, coro: Any) -> None:
+        t = asyncio.ensure_future(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
+    async def _read(self) -> None:
+        assert self.ws is not None
+        async for m in self.ws:
+            if m.type != aiohttp.WSMsgType.TEXT:
+                continue
+            d = json.loads(m.data)
+            t = str(d.get("type", ""))
+            self.types.append(t)
+            if t == "joined":
+                self._spawn(self._publish())
+            elif t == "publish_answer" and self._publish_answer is not None and not self._publish_answer.done():
+                self._publish_answer.set_result(str(d["sdp"]))
+            elif t == "subscribe_offer":
+                self._spawn(self._answer(str(d["sdp"]), list(d.get("tracks") or [])))
+            elif t == "error":
+                self.errors.append(f"{d.get('code')}: {d.get('message')}")
+
+    async def _send(self, d: dict[str, Any]) -> None:
+        assert self.ws is not None
+        await self.ws.send_str(json.dumps(d))
+
+    async def _publish(self) -> None:
+        async def offer_answer(pid: str, sdp: str) -> str:
+            self._publish_answer = asyncio.get_running_loop().create_future()
+            await self._send({"type": "publish_offer", "sdp": sdp})
+            return await asyncio.wait_for(self._publish_answer, 10)
+
+        try:
+            await self.peer.publish(offer_answer)
+        except Exception as e:  # shown by the test; a lost publish would be a silent timeout
+            self.errors.append(f"publish failed: {type(e).__name__}: {e}")
+
+    async def _answer(self, sdp: str, tracks: list[dict[str, Any]]) -> None:
+        async with self._answers:
+            try:
+                answer = await self.peer.answer_subscribe_offer(sdp, tracks)
+                await self._send({"type": "subscribe_answer", "sdp": answer})
+            except Exception as e:
+                self.errors.append(f"subscribe answer failed: {type(e).__name__}: {e}")
+
+    async def decoded_from(self) -> dict[str, dict[str, int]]:
+        got: dict[str, dict[str, int]] = {}
+        for mid, info in self.peer.track_info.items():
+            rec = self.peer.received.get(mid)
+            entry = got.setdefault(str(info.get("participant_id")), {"framesDecoded": 0, "audioPackets": 0})
+            if rec is not None:
+                # aiortc counts decoded frames: video frames, and audio frames (20 ms each) for packets
+                entry["framesDecoded" if info.get("kind") == "video" else "audioPackets"] += rec.frames
+        return got
+
+    async def diagnose(self) -> str:
+        return f"{self.name}: messages {self.types[-30:]}, errors {self.errors}, tracks {self.peer.track_info}"
+
+    async def close(self) -> None:
+        if self.ws is not None and not self.ws.closed:
+            try:
+                await self._send({"type": "leave"})
+            finally:
+                await self.ws.close()
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+        await self.peer.close()
+
+
+async def _media_from(peer: WebPeer | FirefoxWebPeer | AiortcSignalingPeer, pids: list[str], frames: int = FRAMES,
                       timeout: float = MEDIA_TIMEOUT) -> dict[str, dict[str, int]]:
     deadline = time.monotonic() + timeout
     got: dict[str, dict[str, int]] = {}
@@ -179,3 +276,72 @@ async def test_firefox_client_and_chromium_provider_through_the_waiting_room(
             await client.close()
         if provider is not None:
             await provider.close()
+
+
+async def test_firefox_provider_admits_a_chromium_client(
+        telesfu_node: TelesfuNode, web_browser: Browser, firefox: FirefoxDriver, out: Path) -> None:
+    node = telesfu_node
+    prov, cl, apt = uid("prov"), uid("client"), uid("apt")
+    await node.provider(prov, "Dr. Lena Moss", waiting_room=True)
+    await node.client(cl, "Ravi Shah")
+    await node.appointment(apt, prov, [cl])
+    client: WebPeer | None = None
+    provider: FirefoxWebPeer | None = None
+    try:
+        provider = await FirefoxWebPeer.open(firefox, await node.join_url(apt, prov), "firefox-provider")
+        await provider.join()
+        await provider.wait_screen("call")
+        client = await WebPeer.open(web_browser, await node.join_url(apt, cl), "chromium-client", DESKTOP)
+        await client.join()
+        await client.wait_screen("waiting")
+        admit = f'.popup[data-pid="{cl}"] .popup-admit'
+        await provider.page.wait_for(f"document.querySelector({json.dumps(admit)})", 10, "the admit popup")
+        assert await provider.page.evaluate(f"document.querySelector({json.dumps(admit)}).getAttribute('aria-label')") \
+            == "Admit Ravi Shah"
+        await provider.page.click(admit)
+        await client.wait_screen("call")
+        got_provider = await _media_from(provider, [cl])
+        got_client = await _media_from(client, [prov])
+        assert got_provider[cl]["framesDecoded"] > FRAMES and got_provider[cl]["audioPackets"] > 0
+        assert got_client[prov]["framesDecoded"] > FRAMES and got_client[prov]["audioPackets"] > 0
+    finally:
+        if provider is not None:
+            await _save(out, "provider-1to1", provider)
+            await provider.close()
+        if client is not None:
+            await client.close()
+
+
+async def test_group_of_firefox_chromium_and_aiortc_each_decodes_the_others(
+        telesfu_node: TelesfuNode, web_browser: Browser, firefox: FirefoxDriver, out: Path) -> None:
+    node = telesfu_node
+    prov, ff, bot, apt = uid("prov"), uid("client"), uid("client"), uid("apt")
+    await node.provider(prov, "Dr. Omar Haddad", waiting_room=False)
+    await node.client(ff, "Kim Lee")
+    await node.client(bot, "Ana Cruz")
+    await node.appointment(apt, prov, [ff, bot])
+    chromium: WebPeer | None = None
+    firefox_peer: FirefoxWebPeer | None = None
+    aiortc_peer = AiortcSignalingPeer("aiortc-client", bot, "blue")
+    try:
+        chromium = await WebPeer.open(web_browser, await node.join_url(apt, prov), "chromium-provider", DESKTOP)
+        await chromium.join()
+        await chromium.wait_screen("call")
+        firefox_peer = await FirefoxWebPeer.open(firefox, await node.join_url(apt, ff), "firefox-client")
+        await firefox_peer.join()
+        await firefox_peer.wait_screen("call")
+        await aiortc_peer.join(node, await node.join_url(apt, bot))
+        everyone: dict[str, WebPeer | FirefoxWebPeer | AiortcSignalingPeer] = {
+            prov: chromium, ff: firefox_peer, bot: aiortc_peer}
+        for pid, peer in everyone.items():
+            others = [p for p in everyone if p != pid]
+            got = await _media_from(peer, others)
+            for o in others:
+                assert got[o]["framesDecoded"] > FRAMES and got[o]["audioPackets"] > 0, (peer.name, got)
+    finally:
+        if firefox_peer is not None:
+            await _save(out, "client-group", firefox_peer)
+            await firefox_peer.close()
+        await aiortc_peer.close()
+        if chromium is not None:
+            await chromium.close()
