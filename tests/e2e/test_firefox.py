@@ -4,8 +4,9 @@ Firefox client admitted by a Chromium provider, a Firefox provider admitting a C
 and a group of Chromium, Firefox and an aiortc peer on the node's signaling.
 
 Assertions come from each page's getStats (window.telesfu.stats(): inbound-rtp framesDecoded
-and packetsReceived per remote participant). Firefox's publish offer and subscribe answer, its
-getStats and console are saved under test-artifacts/web/firefox-*.
+and packetsReceived per remote participant; an aiortc peer's decoded frames). Each Firefox
+page's state, getStats, events and console are saved under test-artifacts/web/firefox-*.json;
+the golden Firefox SDPs (tests/fixtures/sdp/firefox-*) came from tests/e2e/pages/ instead.
 """
 
 from __future__ import annotations
