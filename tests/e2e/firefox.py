@@ -150,8 +150,9 @@ class FirefoxDriver:
             raise FirefoxError(str(msg.get("error")))
         return msg.get("value", msg.get("page"))
 
-    async def open(self, url: str) -> FirefoxPage:
-        return FirefoxPage(self, str(await self.call({"op": "open", "url": url})))
+    async def open(self, url: str, init: str = "") -> FirefoxPage:
+        """A new page on `url`; `init` runs in each of its documents before the page's scripts."""
+        return FirefoxPage(self, str(await self.call({"op": "open", "url": url, "init": init})))
 
     async def stop(self) -> None:
         """Closes the browser; kills the driver's process group (node, firefox and its content

@@ -2,7 +2,8 @@
 // installed by scripts/setup.sh --test into tests/e2e/node; it never downloads a browser).
 //
 // Protocol: one JSON object a line on stdin, one answer a line on stdout.
-//   {"id": 1, "op": "open", "url": "..."}                  -> {"id": 1, "ok": true, "page": "p1"}
+//   {"id": 1, "op": "open", "url": "...", "init": "..."}   -> {"id": 1, "ok": true, "page": "p1"}
+//     ("init", optional: a script run in every document of the page before its own scripts)
 //   {"id": 2, "op": "eval", "page": "p1", "expr": "..."}   -> {"id": 2, "ok": true, "value": ...}
 //   {"id": 3, "op": "click", "page": "p1", "selector": "#join-btn"}
 //   {"id": 4, "op": "shot", "page": "p1", "path": "/tmp/x.png"}
@@ -70,6 +71,7 @@ async function handle(msg) {
       page.on("console", (m) => send({ event: "console", page: name, text: `${m.type()}: ${m.text()}` }));
       page.on("pageerror", (e) => send({ event: "console", page: name, text: `pageerror: ${e}` }));
       pages.set(name, { context, page });
+      if (msg.init) await page.evaluateOnNewDocument(msg.init);
       await page.goto(msg.url);
       return { page: name };
     }

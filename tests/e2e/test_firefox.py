@@ -44,6 +44,14 @@ pytestmark = [
 
 FRAMES = 30  # about one second of video: a flow, not one lucky keyframe
 MEDIA_TIMEOUT = 30.0
+# keeps the page's WebSockets in window.__sockets, so a test can drop the signaling connection
+KEEP_SOCKETS = """(() => {
+  const Native = window.WebSocket;
+  window.__sockets = [];
+  window.WebSocket = class extends Native {
+    constructor(...args) { super(...args); window.__sockets.push(this); }
+  };
+})();"""
 
 
 @pytest.fixture
@@ -71,8 +79,8 @@ class FirefoxWebPeer:
         self.page = page
 
     @classmethod
-    async def open(cls, driver: FirefoxDriver, url: str, name: str) -> FirefoxWebPeer:
-        peer = cls(name, await driver.open(url))
+    async def open(cls, driver: FirefoxDriver, url: str, name: str, init: str = "") -> FirefoxWebPeer:
+        peer = cls(name, await driver.open(url, init))
         await peer.wait_screen("prejoin")
         await peer.page.wait_for("document.querySelector('#join-btn') && !document.querySelector('#join-btn').disabled",
                                  15, "the Join button enabled")
@@ -220,13 +228,19 @@ class AiortcSignalingPeer:
 
 
 async def _media_from(peer: WebPeer | FirefoxWebPeer | AiortcSignalingPeer, pids: list[str], frames: int = FRAMES,
-                      timeout: float = MEDIA_TIMEOUT) -> dict[str, dict[str, int]]:
+                      timeout: float = MEDIA_TIMEOUT,
+                      baseline: dict[str, dict[str, int]] | None = None) -> dict[str, dict[str, int]]:
+    """Until more than `frames` video frames and some audio from each of `pids`, beyond `baseline`."""
+    base = baseline or {}
     deadline = time.monotonic() + timeout
     got: dict[str, dict[str, int]] = {}
+
+    def grew(p: str, key: str, by: int) -> bool:
+        return got.get(p, {}).get(key, 0) - base.get(p, {}).get(key, 0) > by
+
     while time.monotonic() < deadline:
         got = await peer.decoded_from()
-        if all(got.get(p, {}).get("framesDecoded", 0) > frames and got.get(p, {}).get("audioPackets", 0) > 0
-               for p in pids):
+        if all(grew(p, "framesDecoded", frames) and grew(p, "audioPackets", 0) for p in pids):
             return got
         await asyncio.sleep(0.2)
     raise AssertionError(f"{peer.name}: not {frames} frames and audio from {pids} within {timeout}s: {got}\n"
@@ -252,7 +266,7 @@ async def test_firefox_client_and_chromium_provider_through_the_waiting_room(
     client: FirefoxWebPeer | None = None
     provider: WebPeer | None = None
     try:
-        client = await FirefoxWebPeer.open(firefox, await node.join_url(apt, cl), "firefox-client")
+        client = await FirefoxWebPeer.open(firefox, await node.join_url(apt, cl), "firefox-client", KEEP_SOCKETS)
         await client.join()
         await client.wait_screen("waiting")
         provider = await WebPeer.open(web_browser, await node.join_url(apt, prov), "chromium-provider", DESKTOP)
@@ -269,8 +283,24 @@ async def test_firefox_client_and_chromium_provider_through_the_waiting_room(
         assert got_provider[cl]["framesDecoded"] > FRAMES and got_provider[cl]["audioPackets"] > 0
         state = await client.state()
         assert not state.get("reconnecting"), state
-        await _save(out, "client-1to1", client)
         await client.page.screenshot(out / "firefox-client-in-call.png")
+
+        # the signaling socket drops: the page sees a 1006 close (dispatched: a script cannot make
+        # one, and a close() of its own is answered 1000, which ends the session), then the socket
+        # really closes. Firefox resumes with its credential and new peer connections, and is
+        # not sent back to the waiting room
+        n_events = len(await client.page.evaluate("window.telesfu.events()"))
+        await client.page.evaluate("(() => { const ws = window.__sockets[window.__sockets.length - 1];"
+                                   " ws.dispatchEvent(new CloseEvent('close', {code: 1006})); ws.close(); })()")
+        await client.page.wait_for("window.telesfu.state.reconnecting", 5, "the reconnecting overlay")
+        await client.page.wait_for("window.telesfu.state.phase === 'joined' && !window.telesfu.state.reconnecting",
+                                   15, "the client back in the call")
+        assert await client.page.evaluate("window.__sockets.length") == 2
+        await _media_from(client, [prov], baseline=got_client)
+        await _media_from(provider, [cl], baseline=await provider.decoded_from())
+        after = (await client.page.evaluate("window.telesfu.events()"))[n_events:]
+        assert [e for e in after if e.endswith("send resume")], after
+        assert not [e for e in after if e.endswith("screen waiting")], after
     finally:
         if client is not None:
             await _save(out, "client-1to1", client)
