@@ -229,7 +229,8 @@ class AiortcSignalingPeer:
 
 async def _media_from(peer: WebPeer | FirefoxWebPeer | AiortcSignalingPeer, pids: list[str], frames: int = FRAMES,
                       timeout: float = MEDIA_TIMEOUT,
-                      baseline: dict[str, dict[str, int]] | None = None) -> dict[str, dict[str, int]]:
+                      baseline: dict[str, dict[str, int]] | None = None,
+                      node: TelesfuNode | None = None) -> dict[str, dict[str, int]]:
     """Until more than `frames` video frames and some audio from each of `pids`, beyond `baseline`."""
     base = baseline or {}
     deadline = time.monotonic() + timeout
@@ -244,7 +245,19 @@ async def _media_from(peer: WebPeer | FirefoxWebPeer | AiortcSignalingPeer, pids
             return got
         await asyncio.sleep(0.2)
     raise AssertionError(f"{peer.name}: not {frames} frames and audio from {pids} within {timeout}s: {got}\n"
-                         f"{await peer.diagnose()}")
+                         f"{await peer.diagnose()}" + (await _metrics(node) if node is not None else ""))
+
+
+async def _metrics(node: TelesfuNode) -> str:
+    """The node's non-zero media counters (drops by reason, transport events), for a failure."""
+    try:
+        async with node.http.get(node.url + "/metrics") as resp:
+            text = await resp.text()
+    except Exception as e:  # the diagnosis must not hide the failure
+        return f"\n/metrics not readable: {e!r}"
+    keep = [line for line in text.splitlines() if line.startswith("telesfu_") and not line.endswith(" 0")
+            and not line.endswith(" 0.0") and any(w in line for w in ("drop", "transport", "stun", "dtls", "srtp", "keyframe", "send"))]
+    return "\nnode metrics:\n" + "\n".join(keep[:80])
 
 
 async def _save(out: Path, name: str, peer: FirefoxWebPeer) -> None:
@@ -277,8 +290,8 @@ async def test_firefox_client_and_chromium_provider_through_the_waiting_room(
         await popup.get_by_role("button", name="Admit Jo Park").click()
         await client.wait_screen("call")
 
-        got_client = await _media_from(client, [prov])
-        got_provider = await _media_from(provider, [cl])
+        got_client = await _media_from(client, [prov], node=node)
+        got_provider = await _media_from(provider, [cl], node=node)
         assert got_client[prov]["framesDecoded"] > FRAMES and got_client[prov]["audioPackets"] > 0
         assert got_provider[cl]["framesDecoded"] > FRAMES and got_provider[cl]["audioPackets"] > 0
         state = await client.state()
@@ -296,8 +309,8 @@ async def test_firefox_client_and_chromium_provider_through_the_waiting_room(
         await client.page.wait_for("window.telesfu.state.phase === 'joined' && !window.telesfu.state.reconnecting",
                                    15, "the client back in the call")
         assert await client.page.evaluate("window.__sockets.length") == 2
-        await _media_from(client, [prov], baseline=got_client)
-        await _media_from(provider, [cl], baseline=await provider.decoded_from())
+        await _media_from(client, [prov], baseline=got_client, node=node)
+        await _media_from(provider, [cl], baseline=await provider.decoded_from(), node=node)
         after = (await client.page.evaluate("window.telesfu.events()"))[n_events:]
         assert [e for e in after if e.endswith("send resume")], after
         assert not [e for e in after if e.endswith("screen waiting")], after
@@ -331,8 +344,8 @@ async def test_firefox_provider_admits_a_chromium_client(
             == "Admit Ravi Shah"
         await provider.page.click(admit)
         await client.wait_screen("call")
-        got_provider = await _media_from(provider, [cl])
-        got_client = await _media_from(client, [prov])
+        got_provider = await _media_from(provider, [cl], node=node)
+        got_client = await _media_from(client, [prov], node=node)
         assert got_provider[cl]["framesDecoded"] > FRAMES and got_provider[cl]["audioPackets"] > 0
         assert got_client[prov]["framesDecoded"] > FRAMES and got_client[prov]["audioPackets"] > 0
     finally:
@@ -366,7 +379,7 @@ async def test_group_of_firefox_chromium_and_aiortc_each_decodes_the_others(
             prov: chromium, ff: firefox_peer, bot: aiortc_peer}
         for pid, peer in everyone.items():
             others = [p for p in everyone if p != pid]
-            got = await _media_from(peer, others)
+            got = await _media_from(peer, others, node=node)
             for o in others:
                 assert got[o]["framesDecoded"] > FRAMES and got[o]["audioPackets"] > 0, (peer.name, got)
     finally:
