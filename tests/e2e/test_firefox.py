@@ -40,12 +40,6 @@ pytestmark = [
     pytest.mark.asyncio(loop_scope="module"),
     pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is missing (scripts/setup.sh --test installs it)"),
     pytest.mark.skipif(not FIREFOX.exists(), reason=f"{FIREFOX} is missing (scripts/setup.sh --test installs it)"),
-    # Open: in about a third to a half of the runs on the loaded 2-core machine one Firefox
-    # publish stops reaching its subscribers a few packets in: the worker counts thousands of
-    # unknown_address drops (Firefox's RTP from an address no transport holds), and, on main
-    # with ICE-TCP, a tcp_closed_idle; Chromium and aiortc publishers in the same rooms are fine.
-    # Not strict, so a pass shows as XPASS and the failure's counters stay in the report.
-    pytest.mark.xfail(strict=False, reason="intermittent: a Firefox publish's address lost by the worker (unknown_address)"),
 ]
 
 FRAMES = 30  # about one second of video: a flow, not one lucky keyframe
