@@ -411,6 +411,10 @@ class Participant:
             return
         track.remove_downtrack(dt)
         self.subscribe.by_ssrc.pop(dt.ssrc, None)
+        # Its mid dies with it: the next offer stops that section, and a track published again
+        # under the same id (a rejoin, the same person on a new page) must not be offered on it.
+        # Before the next offer it is found again by its msid in the still-active section.
+        self.sub_mids.pop(track.track_id, None)
         self.sub_dirty = True
 
     def next_subscribe_offer(self) -> tuple[str, list[dict[str, object]]] | None:

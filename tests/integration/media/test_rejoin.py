@@ -1,0 +1,54 @@
+"""A participant leaves and joins again at once (the soak's churn, issue 8 / h12): the others
+still had its track ids, the rejoined publisher's new tracks have the same ids, and the old
+mids belong to m-sections the subscribers' last offer stopped."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.media_helpers import AiortcParticipant, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def _receiving(peer: AiortcParticipant, colour: str, frames: int) -> bool:
+    return any(r.kind == "video" and r.frames >= frames and r.main_colour == colour for r in peer.received.values())
+
+
+def _settled(sfu, peers: list[AiortcParticipant]) -> bool:
+    """No subscribe offer waiting for its answer, none still to send."""
+    room = sfu.worker.rooms[sfu.room]
+    return all(not room.participants[p.id].sub_pending and not room.participants[p.id].sub_dirty for p in peers)
+
+
+async def test_a_participant_who_leaves_and_rejoins_at_once_is_received_again(sfu):
+    stay = [AiortcParticipant("p0", "red", fps=15), AiortcParticipant("p1", "green", fps=15)]
+    gone = AiortcParticipant("p2", "blue", fps=15)
+    back = AiortcParticipant("p2", "yellow", fps=15)  # the same person, a new page: new connections
+    try:
+        for p in [*stay, gone]:
+            await sfu.join(p)
+        await wait_until(lambda: all(_receiving(p, "blue", 5) for p in stay), 30, "p2's video at p0 and p1")
+
+        sfu.leave("p2")
+        await gone.close()
+        # p0 and p1 answered the offer that stopped p2's sections (each still receives the other)
+        await wait_until(lambda: _settled(sfu, stay), 10, "the offers stopping p2's tracks answered")
+
+        await sfu.join(back)  # was internal_error: "mid '0' belongs to a stopped m-section"
+
+        await wait_until(lambda: all(_receiving(p, "yellow", 10) for p in stay), 30,
+                         "the rejoined p2's video at p0 and p1")
+        await wait_until(lambda: _receiving(back, "red", 10) and _receiving(back, "green", 10), 30,
+                         "p0's and p1's video at the rejoined p2")
+        # the rejoined tracks are offered on new mids, never on a stopped one
+        room = sfu.worker.rooms[sfu.room]
+        for p in stay:
+            sub = room.participants[p.id]
+            assert set(sub.sub_mids) == set(sub.downtracks)
+            live = {s.mid for s in sub._sub_offer.media if s.port != 0 or s.direction != "inactive"}
+            assert set(sub.sub_mids.values()) <= live
+    finally:
+        for p in [*stay, gone, back]:
+            await p.close()
+
