@@ -40,6 +40,9 @@ class MediaCollector(Collector):
                                    "PLI/FIR: in from subscribers, out to publishers", labels=["worker", "direction"])
         waits = CounterMetricFamily("telesfu_media_keyframe_waits",
                                     "Packets held back while a subscriber waited for a keyframe", labels=["worker"])
+        offer_failures = CounterMetricFamily("telesfu_media_subscribe_offer_failures",
+                                             "Subscribe offers the worker could not build (a bug; logged with ids)",
+                                             labels=["worker"])
         cpu = CounterMetricFamily("telesfu_media_worker_cpu_seconds", "Worker process CPU time (user+system)",
                                   labels=["worker"])
         lag = GaugeMetricFamily("telesfu_media_worker_loop_lag_seconds", "Worker event-loop lag: the largest over the last stats interval (2 s)",
@@ -84,12 +87,13 @@ class MediaCollector(Collector):
             plis.add_metric([idx, "in"], c.get("plis_in", 0))
             plis.add_metric([idx, "out"], c.get("plis_out", 0))
             waits.add_metric([idx], c.get("keyframe_waits", 0))
+            offer_failures.add_metric([idx], c.get("subscribe_offer_failures", 0))
             cpu.add_metric([idx], s.get("cpu_seconds", 0.0))
             lag.add_metric([idx], s.get("loop_lag_seconds", 0.0))
             rss.add_metric([idx], s.get("max_rss_kb", 0) * 1024.0)
             rooms.add_metric([idx], s.get("rooms", 0))
             parts.add_metric([idx], s.get("participants", 0))
-        yield from (packets, octets, rtcp, drops, nacks, rtx, rtx_miss, refused, plis, waits, cpu, lag, rss, rooms, parts, up,
+        yield from (packets, octets, rtcp, drops, nacks, rtx, rtx_miss, refused, plis, waits, offer_failures, cpu, lag, rss, rooms, parts, up,
                     restarts)
 
 

@@ -15,7 +15,7 @@ class WorkerCounters:
     __slots__ = (
         "rtp_in", "rtp_in_bytes", "rtcp_in", "rtcp_out", "audio_in", "video_in",
         "nacks_in", "nacks_out", "retransmits", "retransmit_misses", "plis_in", "plis_out",
-        "keyframe_waits", "keyframes_in", "twcc_in", "resends_refused", "drops",
+        "keyframe_waits", "keyframes_in", "twcc_in", "subscribe_offer_failures", "resends_refused", "drops",
     )
 
     def __init__(self) -> None:
@@ -34,6 +34,7 @@ class WorkerCounters:
         self.keyframe_waits = 0  # packets held back while a DownTrack waited for a keyframe
         self.keyframes_in = 0
         self.twcc_in = 0  # transport-cc feedback packets from subscribers
+        self.subscribe_offer_failures = 0  # subscribe offers that could not be built (a bug: logged)
         # NACKed packets not resent, by reason (sfu.nack.REFUSED_*); "not_in_buffer" is retransmit_misses
         self.resends_refused: Counter[str] = Counter()
         self.drops: Counter[str] = Counter()  # reason -> count

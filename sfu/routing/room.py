@@ -109,7 +109,17 @@ class Room:
     def negotiate(self) -> None:
         """Send a subscribe offer to everyone whose set of tracks changed and has none outstanding."""
         for p in list(self.participants.values()):
-            offer = p.next_subscribe_offer()
+            try:
+                offer = p.next_subscribe_offer()
+            except ValueError:
+                # One subscriber's offer that cannot be built (a broken invariant of ours, never
+                # the client's input) must not fail the command that changed the room (someone
+                # else's publish offer or answer) nor stop the offers of the others: that
+                # subscriber misses this change until the next one.
+                log.exception("room %s: subscribe offer for participant %s not built", self.id, p.id)
+                self.counters.subscribe_offer_failures += 1
+                p.sub_dirty = False
+                continue
             if offer is not None:
                 sdp, tracks = offer
                 self.emit({"type": "subscribe_offer", "room_id": self.id, "participant_id": p.id, "sdp": sdp,

@@ -52,3 +52,32 @@ async def test_a_participant_who_leaves_and_rejoins_at_once_is_received_again(sf
         for p in [*stay, gone, back]:
             await p.close()
 
+
+async def test_a_subscribe_offer_that_cannot_be_built_fails_neither_the_publisher_nor_the_others(sfu, monkeypatch):
+    """Fault injection: one subscriber's offer raises (a broken invariant of the SFU, as the
+    stale mid was). The publisher still gets its answer, the other subscriber its offer and
+    media, and the failure is counted; before, publish_offer raised (internal_error) and every
+    later negotiation of the room raised again at the same subscriber."""
+    ok = AiortcParticipant("ok", None, audio=False)
+    broken = AiortcParticipant("broken", None, audio=False)
+    pub = AiortcParticipant("pub", "magenta", fps=15)
+    try:
+        await sfu.join(ok, publish=False)
+        await sfu.join(broken, publish=False)
+        sub = sfu.worker.rooms[sfu.room].participants["broken"]
+
+        real = sub.next_subscribe_offer
+
+        def refuse():
+            if sub.sub_dirty and not sub.sub_pending:  # when an offer would be built
+                raise ValueError("injected: offer cannot be built")
+            return real()
+
+        monkeypatch.setattr(sub, "next_subscribe_offer", refuse)
+        await sfu.join(pub)  # before: ValueError out of publish_offer
+        await wait_until(lambda: _receiving(ok, "magenta", 10), 30, "pub's video at the healthy subscriber")
+        assert sfu.stats()["counters"]["subscribe_offer_failures"] == 1
+        assert not sub.sub_dirty  # not retried on every later change of the room
+    finally:
+        for p in (ok, broken, pub):
+            await p.close()
