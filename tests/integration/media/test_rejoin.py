@@ -53,6 +53,27 @@ async def test_a_participant_who_leaves_and_rejoins_at_once_is_received_again(sf
             await p.close()
 
 
+async def test_in_a_one_to_one_room_the_rejoined_peer_is_received_on_its_old_sections(sfu):
+    """The one left alone had no offer since (an offer of stopped sections only is not sent),
+    so the rejoined tracks, same ids, take their still-active sections back with new SSRCs."""
+    stay = AiortcParticipant("p0", "red", fps=15)
+    gone = AiortcParticipant("p1", "blue", fps=15)
+    back = AiortcParticipant("p1", "yellow", fps=15)
+    try:
+        await sfu.join(stay)
+        await sfu.join(gone)
+        await wait_until(lambda: _receiving(stay, "blue", 5), 30, "p1's video at p0")
+        mids = dict(sfu.worker.rooms[sfu.room].participants["p0"].sub_mids)
+        sfu.leave("p1")
+        await gone.close()
+        await sfu.join(back)
+        await wait_until(lambda: _receiving(stay, "yellow", 10), 30, "the rejoined p1's video at p0")
+        await wait_until(lambda: _receiving(back, "red", 10), 30, "p0's video at the rejoined p1")
+        assert sfu.worker.rooms[sfu.room].participants["p0"].sub_mids == mids
+    finally:
+        for p in (stay, gone, back):
+            await p.close()
+
 async def test_a_subscribe_offer_that_cannot_be_built_fails_neither_the_publisher_nor_the_others(sfu, monkeypatch):
     """Fault injection: one subscriber's offer raises (a broken invariant of the SFU, as the
     stale mid was). The publisher still gets its answer, the other subscriber its offer and
