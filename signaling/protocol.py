@@ -15,10 +15,18 @@ from typing import Any
 from control import jsonparse
 from control.domain.admission import REFUSALS, Code
 
-MAX_FRAME_BYTES = 256 * 1024  # an SDP with many tracks stays far below this
+# The largest legitimate frame carries an SDP: a publish offer the SFU refuses over 64 KiB
+# (sfu/sdp/publish.py MAX_PUBLISH_SDP_SIZE; a browser's is 5-20 KB), or a subscriber's answer,
+# refused over 8 KiB + 4 KiB per offered m-section (sfu/sdp/subscribe.py; Chromium's take ~700
+# characters a section, so ~30 KB for a full room of 16). JSON text adds ~4 % to an SDP (each
+# CRLF becomes four characters; the captured fixtures grow 3.5-4.6 %), so a 64 KiB offer is a
+# frame of ~68 KiB: 80 KiB leaves room for SDP of short lines, and a frame over it is refused
+# before it is parsed. What is inside a frame within the limit is bounded by control/jsonparse
+# (at most 1,024 keys and values): the costliest such frame parses in well under 1 ms.
+MAX_FRAME_BYTES = 80 * 1024  # characters, as len() of the text frame counts them
 MAX_FIRST_FRAME_BYTES = 16 * 1024  # before join: a join token (at most 4,096 characters) or a resume credential
 MAX_MALFORMED_FRAMES = 20  # malformed frames a joined connection may send before it is closed
-MAX_SDP_BYTES = 200 * 1024
+MAX_SDP_BYTES = MAX_FRAME_BYTES  # the SFU applies the real limits above (sdp_too_large)
 MAX_ID = 64
 RECONNECT_GRACE_SECONDS = 30.0
 RATE_PER_SECOND = 20.0  # sustained messages per connection
@@ -171,7 +179,7 @@ def parse_message(frame: str | bytes, max_bytes: int = MAX_FRAME_BYTES) -> Messa
         raise FrameError("frame_too_large", f"frames are limited to {max_bytes} bytes here")
     try:
         d = jsonparse.parse(frame)
-    except jsonparse.JsonInputError as e:  # invalid_json, json_too_deep, json_number_too_long
+    except jsonparse.JsonInputError as e:  # invalid_json, json_too_deep, json_number_too_long, json_too_many_values
         raise FrameError(e.reason, e.message) from None
     if not isinstance(d, dict):
         raise FrameError("invalid_message", "a message is a JSON object with a type")
