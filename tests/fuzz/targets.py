@@ -32,6 +32,7 @@ from control.api.validation import (
     provider_from_body,
     token_request,
 )
+from control.jsonparse import MAX_DEPTH, MAX_VALUES
 from sfu.routing.counters import WorkerCounters
 from sfu.routing.downtrack import DownTrack
 from sfu.routing.participant import PublishSide, SubscribeSide
@@ -83,7 +84,7 @@ from sfu.transport import stun
 from sfu.transport.dtls import RECORD_HEADER_LENGTH, is_dtls, scan_records
 from sfu.transport.ice_lite import IceLite, IceLiteRegistry
 from sfu.transport.tcp_framing import FrameDecoder
-from signaling.protocol import ProtocolError
+from signaling.protocol import MAX_FRAME_BYTES, ProtocolError
 from signaling.protocol import parse_message as parse_signaling
 
 REPO = Path(__file__).resolve().parents[2]
@@ -951,14 +952,26 @@ def _signaling_seeds() -> list[bytes]:
     return [json.dumps(f).encode() for f in frames]
 
 
-def _json_worst(limit: int = 256 * 1024) -> list[bytes]:
+def _json_worst(limit: int = MAX_FRAME_BYTES) -> list[bytes]:
     """Deep, long-number and large documents, the largest at the size limit (a signaling frame's
-    MAX_FRAME_BYTES, a request body's http.max_body_bytes)."""
+    MAX_FRAME_BYTES, a request body's http.max_body_bytes), and documents of as many tiny
+    values as jsonparse.MAX_VALUES lets through."""
     zeros = b"[" + b"0," * ((limit - 2) // 2 - 1) + b"0]"
     objects = b"[" + b",".join([b"{}"] * ((limit - 2) // 3)) + b"]"
     sdp = json.dumps({"type": "publish_offer", "sdp": "a" * (limit - 64)}).encode()
+    n = MAX_VALUES - 2  # the most values a document may hold, each as costly as a value can be
+    e = MAX_VALUES // 2 - 2  # an empty array or object counts as two
+    within = [b"[" + b",".join([b"{}"] * e) + b"]", b"[" + b",".join([b"[]"] * e) + b"]",
+              b"[" + b",".join([b"1.5"] * n) + b"]", b"[" + b",".join([b'"\\ud83d\\ude00"'] * n) + b"]",
+              b"[" + b",".join([b'"' + b"\\u0100" * ((limit - 2) // n // 6 - 1) + b'"'] * n) + b"]",
+              b"[" * (MAX_DEPTH - 1) + b",".join([b"{}"] * (e - MAX_DEPTH)) + b"]" * (MAX_DEPTH - 1),
+              b'{"type":"deny","participant_id":"c1","reason":"' + b"\\\"" * ((limit - 80) // 2) + b'"}']
     return [b"[" * 50_000 + b"]" * 50_000, b'{"type":"ping","n":' + b"9" * 4400 + b"}", b'{"type":"ping","n":1e99999}',
-            b'"' + b"\\u0041" * 20_000 + b'"', b"[" + b"0," * 30_000 + b"0]", zeros, objects, sdp]
+            b'"' + b"\\u0041" * 20_000 + b'"', b"[" + b"0," * 30_000 + b"0]", zeros, objects, sdp, *within]
+
+
+def _signaling_worst() -> list[bytes]:
+    return [*_json_worst(), b"[" + b",".join([b"{}"] * ((256 * 1024 - 2) // 3)) + b"]"]  # the old frame limit
 
 
 # --- the control API's request bodies ------------------------------------------------------
@@ -1062,7 +1075,7 @@ TARGETS: dict[str, FuzzTarget] = {
         FuzzTarget("packet_path", fuzz_packet_path, _packet_path_seeds, _packet_path_worst, 16384,
                    "sfu/routing participant.py PublishSide/SubscribeSide, stream.py, track.py, downtrack.py, "
                    "sfu/nack.py: a stream of datagrams through the routing layer"),
-        FuzzTarget("signaling", fuzz_signaling, _signaling_seeds, _json_worst, 65536,
+        FuzzTarget("signaling", fuzz_signaling, _signaling_seeds, _signaling_worst, 65536,
                    "signaling/protocol.py parse_message"),
         FuzzTarget("control_api", fuzz_control_api, _control_seeds, _control_worst, 65536,
                    "control/api/validation.py parse_json_body and the body validators"),
