@@ -33,6 +33,10 @@ class HttpConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     public_url: str = ""  # empty: http://<host>:<port>
+    # The API's bodies are small (a provider, a client, an appointment of at most
+    # rooms.max_participants client ids: 100 ids of 64 characters are ~7 KB); 64 KiB leaves room,
+    # and what a body may hold is bounded by control/jsonparse (1,024 keys and values), so the
+    # costliest 64 KiB body parses in ~0.5 ms (bench/RESULTS.md, fuzzing, control_api).
     max_body_bytes: int = 64 * 1024
     # A connection must send a complete request (line and headers) within this long of being
     # accepted or of its last response, or it is closed: the slowloris guard and the idle timeout.
