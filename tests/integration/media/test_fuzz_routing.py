@@ -101,7 +101,8 @@ async def test_mutated_real_packets_never_break_the_worker(sfu):
         await wait_until(lambda: dt.packets > forwarded + 30 and p_sub.subscribe_transport.rtp_packets_out > sent + 30,
                          10, "the worker forwarding after the fuzzing")
         assert sfu.worker.handle("room_stats", {"room_id": "room-1"})["participants"]
-        assert sfu.stats()["loop_lag_seconds"] < 0.5
+        # (No loop-lag bound here: the gauge now reports the largest lag of its interval, and the
+        # 25,000 inputs above are fed synchronously on this loop, so it measures this test.)
     finally:
         await pub.close()
         await sub.close()
