@@ -133,7 +133,12 @@ async def test_a_replayed_token_is_refused_and_the_rightful_participant_stays(ln
     replay = None
     try:
         await pr.wait_for("joined")
-        await c.wait_for("waiting" if waiting_room else "joined")
+        if waiting_room:
+            await c.wait_for("waiting")
+            await pr.wait_for("waiting_list")
+        else:
+            await c.wait_for("joined")
+            await pr.wait_for("participant_joined")  # sent once the client is in the media room
         room_before = (await ln.call("GET", "/v1/rooms/a1"))[1]
         seen_by_provider = len(pr.messages)
         replay = await SignalingClient(ln, c.token).connect()  # the same token, from another device
