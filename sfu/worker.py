@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import json
 import logging
 import os
@@ -19,8 +20,9 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, get_type_hints
 
+from sfu.errors import BadArguments, RoomNotFound, SfuError, UnknownCommand
 from sfu.nack import ResendPolicy
 from sfu.routing.counters import WorkerCounters
 from sfu.routing.room import Room
@@ -60,13 +62,6 @@ class WorkerConfig:
     consent_timeout: float = 30.0
     tcp_port: int | None = None  # passive ICE-TCP on this TCP port (0: a free one); None: UDP only
     resend: ResendPolicy = field(default_factory=ResendPolicy)  # answering subscribers' NACKs
-
-
-class CommandError(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 class Worker:
@@ -154,7 +149,7 @@ class Worker:
     def _room(self, room_id: str) -> Room:
         room = self.rooms.get(room_id)
         if room is None:
-            raise CommandError("room_not_found", f"room {room_id} is not on this worker")
+            raise RoomNotFound(f"room {room_id} is not on this worker")
         return room
 
     def create_room(self, room_id: str) -> dict[str, Any]:
@@ -192,38 +187,18 @@ class Worker:
         return {"removed": room.remove_participant(participant_id)}
 
     def publish_offer(self, room_id: str, participant_id: str, sdp: str) -> dict[str, Any]:
-        try:
-            return {"sdp": self._room(room_id).publish_offer(participant_id, sdp)}
-        except SdpError as e:
-            raise CommandError(e.code, str(e)) from None
-        except KeyError as e:
-            raise CommandError("participant_not_found", str(e.args[0])) from None
-        except PermissionError as e:
-            raise CommandError("not_allowed", str(e)) from None
+        return {"sdp": self._room(room_id).publish_offer(participant_id, sdp)}
 
     def subscribe_answer(self, room_id: str, participant_id: str, sdp: str) -> dict[str, Any]:
-        try:
-            self._room(room_id).subscribe_answer(participant_id, sdp)
-        except SdpError as e:
-            raise CommandError(e.code, str(e)) from None
-        except KeyError as e:
-            raise CommandError("participant_not_found", str(e.args[0])) from None
-        except ValueError as e:
-            raise CommandError("no_offer_pending", str(e)) from None
+        self._room(room_id).subscribe_answer(participant_id, sdp)
         return {}
 
     def set_muted(self, room_id: str, participant_id: str, kind: str = "", muted: bool = True,
                   by: str = "") -> dict[str, Any]:
-        try:
-            return {"tracks": self._room(room_id).set_muted(participant_id, kind, muted, by)}
-        except KeyError as e:
-            raise CommandError("participant_not_found", str(e.args[0])) from None
+        return {"tracks": self._room(room_id).set_muted(participant_id, kind, muted, by)}
 
     def reset_participant(self, room_id: str, participant_id: str) -> dict[str, Any]:
-        try:
-            self._room(room_id).reset_participant(participant_id)
-        except KeyError as e:
-            raise CommandError("participant_not_found", str(e.args[0])) from None
+        self._room(room_id).reset_participant(participant_id)
         return {}
 
     def room_stats(self, room_id: str) -> dict[str, Any]:
@@ -257,12 +232,28 @@ class Worker:
                 "subscribe_answer", "set_muted", "reset_participant", "room_stats", "stats", "load")
 
     def handle(self, cmd: str, args: dict[str, Any]) -> Any:
+        """Run one command. A refusal raises SfuError (with its code); anything else is a bug."""
         if cmd not in self.COMMANDS:
-            raise CommandError("unknown_command", f"unknown command {cmd}")
+            raise UnknownCommand(f"unknown command {cmd}")
+        if not isinstance(args, dict):
+            raise BadArguments(f"{cmd}: args must be an object")
+        method = getattr(self, cmd)
+        _check_arguments(cmd, method, args)
         try:
-            return getattr(self, cmd)(**args)
-        except TypeError as e:
-            raise CommandError("bad_arguments", str(e)) from None
+            return method(**args)
+        except SdpError as e:
+            raise SfuError(str(e), e.code) from None
+
+    def answer(self, req_id: Any, cmd: str, args: dict[str, Any]) -> dict[str, Any]:
+        """The IPC reply to one request: its result, its refusal's code, or internal_error for a bug
+        (logged with its traceback; the client is told nothing of the internals)."""
+        try:
+            return {"id": req_id, "ok": True, "result": self.handle(cmd, args)}
+        except SfuError as e:
+            return {"id": req_id, "ok": False, "error": {"code": e.code, "message": e.message}}
+        except Exception:
+            log.exception("worker %d: command %s failed", self.config.index, cmd)
+            return {"id": req_id, "ok": False, "error": {"code": "internal_error", "message": "internal error"}}
 
     # -- tickers ----------------------------------------------------------------------------------
 
@@ -308,6 +299,27 @@ class Worker:
         self.emit({"type": "worker_stats", **self.stats()})
 
 
+_PARAMS: dict[str, tuple[inspect.Signature, dict[str, Any]]] = {}
+
+
+def _check_arguments(cmd: str, method: Callable[..., Any], args: dict[str, Any]) -> None:
+    """Refuse (bad_arguments) arguments that do not fit the command's signature: names, and the
+    types of its str/bool parameters. Checked before the call, so a TypeError inside is a bug."""
+    known = _PARAMS.get(cmd)
+    if known is None:
+        hints = get_type_hints(method)
+        known = _PARAMS[cmd] = (inspect.signature(method), {k: v for k, v in hints.items() if v in (str, bool)})
+    sig, types = known
+    try:
+        sig.bind(**args)
+    except TypeError as e:
+        raise BadArguments(f"{cmd}: {e}") from None
+    for name, value in args.items():
+        want = types.get(name)
+        if want is not None and type(value) is not want:
+            raise BadArguments(f"{cmd}: {name} must be {'a string' if want is str else 'true or false'}")
+
+
 # -- the process ------------------------------------------------------------------------------------
 
 async def _serve_stdio(config: WorkerConfig) -> None:
@@ -334,13 +346,7 @@ async def _serve_stdio(config: WorkerConfig) -> None:
             except (ValueError, KeyError, TypeError):
                 log.warning("worker %d: malformed request dropped", config.index)
                 continue
-            try:
-                reply = {"id": req_id, "ok": True, "result": worker.handle(cmd, args)}
-            except CommandError as e:
-                reply = {"id": req_id, "ok": False, "error": {"code": e.code, "message": e.message}}
-            except Exception as e:
-                log.exception("worker %d: command %s failed", config.index, cmd)
-                reply = {"id": req_id, "ok": False, "error": {"code": "internal_error", "message": str(e)}}
+            reply = worker.answer(req_id, cmd, args)
             out.write(json.dumps(reply, separators=(",", ":")) + "\n")
             out.flush()
     finally:

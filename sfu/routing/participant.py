@@ -14,6 +14,7 @@ import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from sfu.errors import NoOfferPending, NotAllowed
 from sfu.nack import DEFAULT_RESEND_POLICY, ResendBudget, ResendPolicy
 from sfu.routing.counters import WorkerCounters
 from sfu.routing.downtrack import DownTrack
@@ -284,7 +285,7 @@ class Participant:
     def apply_publish_offer(self, sdp_text: str) -> tuple[str, list[PublishedTrack], list[PublishedTrack]]:
         """Answer a publish offer. Returns (answer, tracks published now, tracks stopped)."""
         if not self.can_publish:
-            raise PermissionError("this participant may not publish")
+            raise NotAllowed("this participant may not publish")
         # Limits first, before anything about the participant changes (a new ufrag below
         # replaces the publish transport): one microphone, camera and screen; a bounded text.
         check_publish_text(sdp_text)
@@ -456,7 +457,7 @@ class Participant:
 
     def apply_subscribe_answer(self, sdp_text: str) -> None:
         if self._sub_offer is None or not self.sub_pending:
-            raise ValueError("no subscribe offer is waiting for an answer")
+            raise NoOfferPending("no subscribe offer is waiting for an answer")
         check_subscribe_answer_text(sdp_text, self._sub_offer)  # bounded before parsing
         answer = parse_sdp(sdp_text)
         params = apply_subscribe_answer(self._sub_offer, answer)

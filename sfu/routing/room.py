@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from sfu.errors import ParticipantNotFound
 from sfu.nack import DEFAULT_RESEND_POLICY, ResendPolicy
 from sfu.routing.counters import WorkerCounters
 from sfu.routing.participant import Participant, TransportFactory
@@ -157,7 +158,7 @@ class Room:
     def _get(self, participant_id: str) -> Participant:
         p = self.participants.get(participant_id)
         if p is None:
-            raise KeyError(f"participant {participant_id} is not in room {self.id}")
+            raise ParticipantNotFound(f"participant {participant_id} is not in room {self.id}")
         return p
 
     # -- callbacks from participants ---------------------------------------------------------------

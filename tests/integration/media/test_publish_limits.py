@@ -12,8 +12,8 @@ import pytest
 from aiortc import RTCPeerConnection
 from aiortc.mediastreams import AudioStreamTrack
 
+from sfu.errors import SfuError
 from sfu.sdp import publish
-from sfu.worker import CommandError
 from tests.media_helpers import AiortcParticipant, ColourTrack, rtc_config, wait_until
 from tests.signaling_helpers import SignalingClient, media_node
 
@@ -49,7 +49,7 @@ def many_video_sections(n: int) -> str:
 
 
 def refused(sfu: InProcessSfu, pid: str, sdp: str) -> str:
-    with pytest.raises(CommandError) as e:
+    with pytest.raises(SfuError) as e:
         sfu.worker.handle("publish_offer", {"room_id": sfu.room, "participant_id": pid, "sdp": sdp})
     return e.value.code
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from sfu.worker import CommandError
+from sfu.errors import SfuError
 from tests.media_helpers import AiortcParticipant, wait_until
 
 from .conftest import InProcessSfu
@@ -24,7 +24,7 @@ async def test_an_oversized_subscribe_answer_is_refused_and_the_real_one_connect
         offer = [e for e in sfu.signaling.of_type("subscribe_offer") if e["participant_id"] == "sub"][-1]
         answer = await sub.answer_subscribe_offer(offer["sdp"], offer["tracks"])
         padded = answer + "a=x-pad:" + "y" * 150_000 + "\r\n"  # under the 200 KB signaling limit
-        with pytest.raises(CommandError) as e:
+        with pytest.raises(SfuError) as e:
             await sfu.subscribe_answer("sub", padded)
         assert e.value.code == "sdp_too_large"
         await sfu.subscribe_answer("sub", answer)
