@@ -299,19 +299,21 @@ class Worker:
         self.emit({"type": "worker_stats", **self.stats()})
 
 
-_PARAMS: dict[str, tuple[inspect.Signature, dict[str, Any]]] = {}
+def _parameters(method: Callable[..., Any]) -> tuple[inspect.Signature, dict[str, type]]:
+    hints = get_type_hints(method)
+    return inspect.signature(method), {k: v for k, v in hints.items() if v in (str, bool)}
+
+
+# Resolved once, at import (bind time): the first command of a new worker is not slower than the rest.
+_PARAMS = {cmd: _parameters(getattr(Worker, cmd)) for cmd in Worker.COMMANDS}
 
 
 def _check_arguments(cmd: str, method: Callable[..., Any], args: dict[str, Any]) -> None:
     """Refuse (bad_arguments) arguments that do not fit the command's signature: names, and the
     types of its str/bool parameters. Checked before the call, so a TypeError inside is a bug."""
-    known = _PARAMS.get(cmd)
-    if known is None:
-        hints = get_type_hints(method)
-        known = _PARAMS[cmd] = (inspect.signature(method), {k: v for k, v in hints.items() if v in (str, bool)})
-    sig, types = known
+    sig, types = _PARAMS[cmd]
     try:
-        sig.bind(**args)
+        sig.bind(None, **args)  # the unbound method's signature: None stands for self
     except TypeError as e:
         raise BadArguments(f"{cmd}: {e}") from None
     for name, value in args.items():
