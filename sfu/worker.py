@@ -155,8 +155,7 @@ class Worker:
     def create_room(self, room_id: str) -> dict[str, Any]:
         if room_id not in self.rooms:
             room = Room(room_id, self._make_transport, self.counters, self.clock, time.time, self.emit,
-                        PUBLISH_CAPS, SUBSCRIBE_CAPS, self.config.resend)
-            room.arm_nack = self.arm_nack
+                        PUBLISH_CAPS, SUBSCRIBE_CAPS, self.config.resend, self.arm_nack)
             self.rooms[room_id] = room
         return {"room_id": room_id, "worker": self.config.index}
 

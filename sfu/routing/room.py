@@ -14,8 +14,8 @@ from typing import Any
 from sfu.errors import ParticipantNotFound
 from sfu.nack import DEFAULT_RESEND_POLICY, ResendPolicy
 from sfu.routing.counters import WorkerCounters
-from sfu.routing.participant import Participant, TransportFactory
-from sfu.routing.stream import RecvStream
+from sfu.routing.participant import Participant
+from sfu.routing.ports import RoomHooks, TransportFactory
 from sfu.routing.track import PublishedTrack
 from sfu.rtp.rtcp.nack import Nack
 from sfu.rtp.rtcp.remb import Remb
@@ -37,7 +37,7 @@ class Room:
     def __init__(self, room_id: str, make_transport: TransportFactory, counters: WorkerCounters,
                  clock: Callable[[], float], wallclock: Callable[[], float], emit: Emit,
                  publish_caps: MediaCapabilities, subscribe_caps: MediaCapabilities,
-                 resend: ResendPolicy = DEFAULT_RESEND_POLICY) -> None:
+                 resend: ResendPolicy = DEFAULT_RESEND_POLICY, arm_nack: Callable[[], None] | None = None) -> None:
         self.id = room_id
         self.resend = resend
         self.make_transport = make_transport
@@ -50,22 +50,24 @@ class Room:
         self.participants: dict[str, Participant] = {}
         self.speakers = SpeakerDetector()
         self.closed = False
-        self.arm_nack: Callable[[], None] = _no_op  # the worker's: tick NACKs soon
+        # What every participant is given of the room when it is made (arm_nack: the worker's NACK tick).
+        self.hooks = RoomHooks(on_transport_state=self._on_transport_state, on_audio_level=self.speakers.on_audio_level,
+                               arm_nack=arm_nack or _no_op)
 
     # -- membership -----------------------------------------------------------------------------
 
     def add_participant(self, participant_id: str, can_publish: bool = True, can_subscribe: bool = True) -> Participant:
         existing = self.participants.get(participant_id)
         if existing is not None:
-            existing.can_publish, existing.can_subscribe = can_publish, can_subscribe
+            existing.set_permissions(can_publish, can_subscribe)
             return existing
-        p = Participant(self, participant_id, can_publish, can_subscribe, self.make_transport, self.counters,
-                        self.clock, self.publish_caps, self.subscribe_caps, self.resend)
+        p = Participant(participant_id, can_publish, can_subscribe, self.make_transport, self.counters,
+                        self.clock, self.publish_caps, self.subscribe_caps, self.hooks, self.resend)
         self.participants[participant_id] = p
         for other in self.participants.values():
             if other is not p:
                 for track in other.tracks.values():
-                    p.add_downtrack(track)
+                    p.subscribe.add_downtrack(track)
         self.negotiate()
         return p
 
@@ -75,9 +77,7 @@ class Room:
             return False
         for track in list(p.tracks.values()):
             self._unpublish(track)
-        for dt in list(p.downtracks.values()):
-            dt.track.remove_downtrack(dt)
-        p.downtracks.clear()
+        p.subscribe.remove_all()
         p.close()
         self.speakers.remove(participant_id)
         self.negotiate()
@@ -92,26 +92,26 @@ class Room:
 
     def publish_offer(self, participant_id: str, sdp: str) -> str:
         p = self._get(participant_id)
-        answer, published, stopped = p.apply_publish_offer(sdp)
+        answer, published, stopped = p.publish.apply_publish_offer(sdp)
         for track in stopped:
             self._unpublish(track)
         for track in published:
             for other in self.participants.values():
                 if other is not p:
-                    other.add_downtrack(track)
+                    other.subscribe.add_downtrack(track)
             self.emit({"type": "track_published", "room_id": self.id, "track": track.info()})
         self.negotiate()
         return answer
 
     def subscribe_answer(self, participant_id: str, sdp: str) -> None:
-        self._get(participant_id).apply_subscribe_answer(sdp)
+        self._get(participant_id).subscribe.apply_subscribe_answer(sdp)
         self.negotiate()
 
     def negotiate(self) -> None:
         """Send a subscribe offer to everyone whose set of tracks changed and has none outstanding."""
         for p in list(self.participants.values()):
             try:
-                offer = p.next_subscribe_offer()
+                offer = p.subscribe.next_subscribe_offer()
             except ValueError:
                 # One subscriber's offer that cannot be built (a broken invariant of ours, never
                 # the client's input) must not fail the command that changed the room (someone
@@ -119,7 +119,7 @@ class Room:
                 # subscriber misses this change until the next one.
                 log.exception("room %s: subscribe offer for participant %s not built", self.id, p.id)
                 self.counters.subscribe_offer_failures += 1
-                p.sub_dirty = False
+                p.subscribe.dirty = False
                 continue
             if offer is not None:
                 sdp, tracks = offer
@@ -128,7 +128,7 @@ class Room:
 
     def _unpublish(self, track: PublishedTrack) -> None:
         for p in self.participants.values():
-            p.remove_downtrack(track)
+            p.subscribe.remove_downtrack(track)
         self.emit({"type": "track_unpublished", "room_id": self.id, "track": track.info()})
 
     def set_muted(self, participant_id: str, kind: str, muted: bool, by: str = "") -> list[dict[str, object]]:
@@ -147,7 +147,7 @@ class Room:
         for other in self.participants.values():
             if other is not p:
                 for track in other.tracks.values():
-                    p.add_downtrack(track)
+                    p.subscribe.add_downtrack(track)
         self.negotiate()
 
     def tick_first_media(self) -> None:
@@ -161,37 +161,34 @@ class Room:
             raise ParticipantNotFound(f"participant {participant_id} is not in room {self.id}")
         return p
 
-    # -- callbacks from participants ---------------------------------------------------------------
+    # -- hooks given to participants ----------------------------------------------------------------
 
-    def send_keyframe_request_for(self, participant: Participant) -> Callable[[RecvStream], None]:
-        return participant.send_keyframe_request
-
-    def on_transport_state(self, p: Participant, which: str, state: str, reason: str) -> None:
-        self.emit({"type": "transport_state", "room_id": self.id, "participant_id": p.id, "transport": which,
-                   "state": state, "reason": reason})
+    def _on_transport_state(self, participant_id: str, which: str, state: str, reason: str) -> None:
+        self.emit({"type": "transport_state", "room_id": self.id, "participant_id": participant_id,
+                   "transport": which, "state": state, "reason": reason})
 
     # -- tickers (never per packet) ----------------------------------------------------------------
 
     def tick_keyframes(self, now: float) -> None:
         """Deferred and repeated keyframe requests, and those NACK gave up into."""
         for p in self.participants.values():
-            if p.publish_transport is None:
+            if p.publish.transport is None:
                 continue
-            for stream in {id(s): s for s in p.publish.streams.values()}.values():
+            for stream in p.publish.unique_streams():
                 if stream.is_video and (stream.keyframe_requester.tick(now) or (
                         stream.nack.take_keyframe_request() and stream.request_keyframe(now))):
-                    p.send_keyframe_request(stream)
+                    p.publish.send_keyframe_request(stream)
 
     def tick_nack(self, now: float) -> bool:
         """Ask publishers for what the SFU lost (RFC 4585 generic NACK). True while any
         stream still has packets missing (the caller ticks again soon)."""
         pending = False
         for p in self.participants.values():
-            transport = p.publish_transport
+            transport = p.publish.transport
             if transport is None:
                 continue
             rtt = p.rtt()
-            for stream in {id(s): s for s in p.publish.streams.values()}.values():
+            for stream in p.publish.unique_streams():
                 if not stream.nack_enabled or not stream.nack.missing_count:
                     continue
                 seqs = stream.nack.tick(now, rtt)
@@ -207,8 +204,8 @@ class Room:
     def tick_reports(self, now: float) -> None:
         """Receiver Reports (+REMB) to publishers, translated Sender Reports to subscribers."""
         for p in self.participants.values():
-            transport = p.publish_transport
-            streams = list({id(s): s for s in p.publish.streams.values()}.values())
+            transport = p.publish.transport
+            streams = p.publish.unique_streams()
             if transport is not None and streams:
                 blocks = [s.report_block(now) for s in streams]
                 rr = ReceiverReport(ssrc=p.rtcp_ssrc, reports=blocks[:31]).to_bytes()
@@ -216,9 +213,9 @@ class Room:
                             ssrcs=[s.ssrc for s in streams]).to_bytes()
                 transport.send_rtcp(rr + remb)
                 self.counters.rtcp_out += 1
-            sub = p.subscribe_transport
+            sub = p.subscribe.transport
             if sub is not None:
-                for dt in p.downtracks.values():
+                for dt in p.subscribe.downtracks.values():
                     report = dt.sender_report(dt.track.source, now)
                     if report is not None:
                         sub.send_rtcp(report)
@@ -234,8 +231,8 @@ class Room:
         out: dict[str, dict[str, object]] = {}
         for p in self.participants.values():
             worst: tuple[str, int] | None = None
-            sources = [s.quality_inputs() for s in {id(s): s for s in p.publish.streams.values()}.values()]
-            for snap in sources + [dt.quality_inputs() for dt in p.downtracks.values() if dt.packets]:
+            sources = [s.quality_inputs() for s in p.publish.unique_streams()]
+            for snap in sources + [dt.quality_inputs() for dt in p.subscribe.downtracks.values() if dt.packets]:
                 q = quality_score(snap["fraction_lost"], snap["jitter_ms"], snap["rtt_ms"])
                 worst = q if worst is None or q[1] < worst[1] else worst
             if worst is not None:

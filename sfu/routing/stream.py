@@ -84,7 +84,8 @@ class RecvStream:
 
     def __init__(self, track: PublishedTrack, ssrc: int, rtx_ssrc: int | None, payload_type: int,
                  rtx_payload_type: int | None, clock_rate: int, codec_name: str, ext_map: bytes,
-                 audio_level_id: int, nack_enabled: bool, counters: object, ext_lengths: bytes = bytes(256)) -> None:
+                 audio_level_id: int, nack_enabled: bool, counters: object, ext_lengths: bytes = bytes(256),
+                 arm_nack: Callable[[], None] | None = None) -> None:
         self.track = track
         self.ssrc = ssrc
         self.rtx_ssrc = rtx_ssrc
@@ -117,7 +118,7 @@ class RecvStream:
         self.sr_rtp = 0
         self.sr_at = 0.0
         self.fraction_lost = 0.0  # in the last report interval
-        self.arm_nack: Callable[[], None] = _nothing  # asks the worker to run its NACK tick soon
+        self.arm_nack = arm_nack or _nothing  # asks the worker to run its NACK tick soon (RoomHooks.arm_nack)
         self._hdr = RtpHeader()
         self.counters = counters
 

@@ -35,8 +35,10 @@ from control.api.validation import (
 from control.jsonparse import MAX_DEPTH, MAX_VALUES
 from sfu.routing.counters import WorkerCounters
 from sfu.routing.downtrack import DownTrack
-from sfu.routing.participant import PublishSide, SubscribeSide
+from sfu.routing.ports import RoomHooks
+from sfu.routing.publisher import Publisher
 from sfu.routing.stream import RecvStream, _find_one_byte, build_ext_lengths, build_ext_map
+from sfu.routing.subscriber import Subscriber
 from sfu.routing.track import PublishedTrack
 from sfu.rtp import ext as rtp_ext
 from sfu.rtp.h264 import fu_a_header, is_h264_keyframe, nal_type, stap_a_nal_types
@@ -385,7 +387,7 @@ _HDR = RtpHeader()
 
 
 def fuzz_rtp(data: bytes) -> None:
-    """PublishSide.on_rtp / RecvStream.receive: header, RTX unwrap, extensions (mid, rid,
+    """Publisher.on_rtp / RecvStream.receive: header, RTX unwrap, extensions (mid, rid,
     audio level, abs-send-time, transport-cc) and their in-place renumbering."""
     if is_rtcp(data):
         return  # RFC 5761 demux: the RTCP path
@@ -518,7 +520,7 @@ def _h264_worst() -> list[bytes]:
 
 
 def serve_rtcp(data: bytes) -> None:
-    """What PublishSide.on_rtcp and SubscribeSide.on_rtcp do with a datagram, minus the
+    """What Publisher.on_rtcp and Subscriber.on_rtcp do with a datagram, minus the
     DownTracks: walk it with CompoundReader and read what they read of each packet."""
     reader = CompoundReader(data)
     for p in reader:
@@ -719,9 +721,16 @@ def _packet_path() -> tuple[object, object, list[object], list[_SrtpSink], list[
     stream = RecvStream(track, PUB_SSRC, PUB_RTX_SSRC, 96, 97, 90000, "VP8", ext_map, 0, True, counters,
                         build_ext_lengths(forwarded))
     track.set_source(stream, 0.0)
-    publish = PublishSide(None, counters, lambda: now[0])  # type: ignore[arg-type]
+    from sfu.sdp import DEFAULT_CAPABILITIES
+
+    def no_transport(*_args: object) -> object:
+        raise AssertionError("the fuzz target makes no transports")
+
+    publish = Publisher("pub", True, no_transport, counters, lambda: now[0],  # type: ignore[arg-type]
+                        DEFAULT_CAPABILITIES, DEFAULT_CAPABILITIES, RoomHooks(), 1)
     publish.streams = {PUB_SSRC: stream, PUB_RTX_SSRC: stream}
-    subscribe = SubscribeSide(None, counters, lambda: now[0])  # type: ignore[arg-type]
+    subscribe = Subscriber("sub", True, no_transport, counters, lambda: now[0],  # type: ignore[arg-type]
+                           DEFAULT_CAPABILITIES, RoomHooks())
     sinks: list[_SrtpSink] = []
     for k, ssrc in enumerate(SUB_SSRCS):
         sink = _SrtpSink()
@@ -748,7 +757,7 @@ def _frames(data: bytes) -> list[tuple[int, int, bytes]]:
 
 
 def fuzz_packet_path(data: bytes) -> None:
-    """PublishSide.on_rtp/on_rtcp and SubscribeSide.on_rtcp over one publisher stream (with RTX)
+    """Publisher.on_rtp/on_rtcp and Subscriber.on_rtcp over one publisher stream (with RTX)
     and two subscribers' DownTracks: receive stats, NACK generation, retransmission buffer,
     keyframes, extension renumbering, forwarding, NACK/PLI/FIR/RR/REMB/TWCC from subscribers."""
     publish, subscribe, streams, sinks, now = _packet_path()
@@ -1073,7 +1082,7 @@ TARGETS: dict[str, FuzzTarget] = {
         _rtcp_target("rtcp_fir", Fir.parse, PT_PSFB, FMT_FIR, "fir.py"),
         _rtcp_target("rtcp_remb", Remb.parse, PT_PSFB, FMT_AFB, "remb.py"),
         FuzzTarget("packet_path", fuzz_packet_path, _packet_path_seeds, _packet_path_worst, 16384,
-                   "sfu/routing participant.py PublishSide/SubscribeSide, stream.py, track.py, downtrack.py, "
+                   "sfu/routing publisher.py, subscriber.py, stream.py, track.py, downtrack.py, "
                    "sfu/nack.py: a stream of datagrams through the routing layer"),
         FuzzTarget("signaling", fuzz_signaling, _signaling_seeds, _signaling_worst, 65536,
                    "signaling/protocol.py parse_message"),

@@ -18,7 +18,8 @@ def _receiving(peer: AiortcParticipant, colour: str, frames: int) -> bool:
 def _settled(sfu, peers: list[AiortcParticipant]) -> bool:
     """No subscribe offer waiting for its answer, none still to send."""
     room = sfu.worker.rooms[sfu.room]
-    return all(not room.participants[p.id].sub_pending and not room.participants[p.id].sub_dirty for p in peers)
+    return all(not room.participants[p.id].subscribe.pending and not room.participants[p.id].subscribe.dirty
+               for p in peers)
 
 
 async def test_a_participant_who_leaves_and_rejoins_at_once_is_received_again(sfu):
@@ -45,9 +46,9 @@ async def test_a_participant_who_leaves_and_rejoins_at_once_is_received_again(sf
         room = sfu.worker.rooms[sfu.room]
         for p in stay:
             sub = room.participants[p.id]
-            assert set(sub.sub_mids) == set(sub.downtracks)
-            live = {s.mid for s in sub._sub_offer.media if s.port != 0 or s.direction != "inactive"}
-            assert set(sub.sub_mids.values()) <= live
+            assert set(sub.subscribe.mids) == set(sub.downtracks)
+            live = {s.mid for s in sub.subscribe._offer.media if s.port != 0 or s.direction != "inactive"}
+            assert set(sub.subscribe.mids.values()) <= live
     finally:
         for p in [*stay, gone, back]:
             await p.close()
@@ -63,13 +64,13 @@ async def test_in_a_one_to_one_room_the_rejoined_peer_is_received_on_its_old_sec
         await sfu.join(stay)
         await sfu.join(gone)
         await wait_until(lambda: _receiving(stay, "blue", 5), 30, "p1's video at p0")
-        mids = dict(sfu.worker.rooms[sfu.room].participants["p0"].sub_mids)
+        mids = dict(sfu.worker.rooms[sfu.room].participants["p0"].subscribe.mids)
         sfu.leave("p1")
         await gone.close()
         await sfu.join(back)
         await wait_until(lambda: _receiving(stay, "yellow", 10), 30, "the rejoined p1's video at p0")
         await wait_until(lambda: _receiving(back, "red", 10), 30, "p0's video at the rejoined p1")
-        assert sfu.worker.rooms[sfu.room].participants["p0"].sub_mids == mids
+        assert sfu.worker.rooms[sfu.room].participants["p0"].subscribe.mids == mids
     finally:
         for p in (stay, gone, back):
             await p.close()
@@ -85,20 +86,19 @@ async def test_a_subscribe_offer_that_cannot_be_built_fails_neither_the_publishe
     try:
         await sfu.join(ok, publish=False)
         await sfu.join(broken, publish=False)
-        sub = sfu.worker.rooms[sfu.room].participants["broken"]
+        sub = sfu.worker.rooms[sfu.room].participants["broken"].subscribe
+        real = type(sub).next_subscribe_offer
 
-        real = sub.next_subscribe_offer
-
-        def refuse():
-            if sub.sub_dirty and not sub.sub_pending:  # when an offer would be built
+        def refuse(self):
+            if self is sub and sub.dirty and not sub.pending:  # when its offer would be built
                 raise ValueError("injected: offer cannot be built")
-            return real()
+            return real(self)
 
-        monkeypatch.setattr(sub, "next_subscribe_offer", refuse)
+        monkeypatch.setattr(type(sub), "next_subscribe_offer", refuse)
         await sfu.join(pub)  # before: ValueError out of publish_offer
         await wait_until(lambda: _receiving(ok, "magenta", 10), 30, "pub's video at the healthy subscriber")
         assert sfu.stats()["counters"]["subscribe_offer_failures"] == 1
-        assert not sub.sub_dirty  # not retried on every later change of the room
+        assert not sub.dirty  # not retried on every later change of the room
     finally:
         for p in (ok, broken, pub):
             await p.close()

@@ -11,9 +11,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sfu.routing.counters import WorkerCounters
-from sfu.routing.participant import SubscribeSide
+from sfu.routing.ports import RoomHooks
+from sfu.routing.subscriber import Subscriber
 from sfu.rtp.rtcp.compound import parse_compound
 from sfu.rtp.rtcp.twcc import TransportFeedback, TwccRecord
+from sfu.sdp import DEFAULT_CAPABILITIES
 
 # Hand-computed: base 0xFFFE, 5 packets, one 2-bit status vector chunk
 # (small, lost, large, small, small), deltas 4, -8 (2 bytes), 255, 0 ticks; one byte
@@ -187,10 +189,16 @@ def test_the_bomb_parses_without_expanding_its_statuses() -> None:
     assert [(p.status_count, p.received_count) for p in packets] == [(0xFFFF, 0)] * 46
 
 
+def subscriber(counters: WorkerCounters) -> Subscriber:
+    """The subscribe side alone, as the transport's handler (no transport is made: no DownTrack)."""
+    return Subscriber("sub", True, lambda *_: None, counters, lambda: 0.0,  # type: ignore[arg-type,return-value]
+                      DEFAULT_CAPABILITIES, RoomHooks())
+
+
 def test_the_bomb_on_the_subscribe_side_is_counted_and_costs_its_bytes() -> None:
     """The worker's own path: the subscriber's RTCP handler walks the compound lazily."""
     counters = WorkerCounters()
-    side = SubscribeSide(None, counters, lambda: 0.0)  # type: ignore[arg-type]
+    side = subscriber(counters)
     _, peak = _peak_bytes(lambda: side.on_rtcp(bomb_datagram()))
     assert peak < 64 * 1024
     assert counters.twcc_in == 46 and counters.rtcp_in == 1 and not counters.drops
@@ -242,6 +250,6 @@ def test_a_count_its_bytes_cannot_back_is_malformed_and_counted_after_the_good_p
     claims += (0x2000 | 0x1FFF).to_bytes(2, "big") + bytes(2)
     assert TransportFeedback.parse(claims) is None
     counters = WorkerCounters()
-    side = SubscribeSide(None, counters, lambda: 0.0)  # type: ignore[arg-type]
+    side = subscriber(counters)
     side.on_rtcp(bomb_packet() + claims + bomb_packet())
     assert counters.twcc_in == 1 and counters.drops == {"rtcp_malformed": 1}

@@ -1,4 +1,4 @@
-"""A subscriber's NACK through the real path (SubscribeSide.on_rtcp -> DownTrack.on_nack ->
+"""A subscriber's NACK through the real path (Subscriber.on_rtcp -> DownTrack.on_nack ->
 the publisher stream's RetransmissionBuffer): duplicates resent once, a packet at most once per
 RTT-ish interval and a few times in all, within the subscriber's byte budget; every refusal
 counted by reason (issue 8: 465 x (pid, 0xFFFF) in one NACK gave 7,905 retransmissions)."""
@@ -13,13 +13,14 @@ from hypothesis import strategies as st
 from sfu import nack as nack_policy
 from sfu.routing.counters import WorkerCounters
 from sfu.routing.downtrack import DownTrack
-from sfu.routing.participant import SubscribeSide
+from sfu.routing.ports import RoomHooks
 from sfu.routing.stream import RecvStream, build_ext_lengths, build_ext_map
+from sfu.routing.subscriber import Subscriber
 from sfu.routing.track import PublishedTrack
 from sfu.rtp.packet import build_rtp
 from sfu.rtp.rtcp.nack import Nack
 from sfu.rtp.vp8 import build_vp8_descriptor
-from sfu.sdp import URI_MID, NegotiatedCodec
+from sfu.sdp import DEFAULT_CAPABILITIES, URI_MID, NegotiatedCodec
 
 
 class Recorder:
@@ -48,10 +49,12 @@ class Call:
         self.track.set_source(self.stream, 0.0)
         self.transport = Recorder()
         if policy is None:  # the defaults: the DownTrack makes its own budget
-            self.side = SubscribeSide(None, self.counters, lambda: self.now)  # type: ignore[arg-type]
+            self.side = Subscriber("sub", True, self.no_transport, self.counters, lambda: self.now,
+                                   DEFAULT_CAPABILITIES, RoomHooks())
             self.dt = DownTrack(self.track, "sub", self.transport, 1000, 2000, "cname", self.counters)
         else:
-            self.side = SubscribeSide(None, self.counters, lambda: self.now, policy)  # type: ignore[arg-type]
+            self.side = Subscriber("sub", True, self.no_transport, self.counters, lambda: self.now,
+                                   DEFAULT_CAPABILITIES, RoomHooks(), policy)
             self.dt = DownTrack(self.track, "sub", self.transport, 1000, 2000, "cname", self.counters,
                                 self.side.resend_budget)
         self.dt.bind("0", 96, 97, True)
@@ -65,6 +68,10 @@ class Call:
                                 self.now)
         self.forwarded = len(self.transport.sent)
         assert self.forwarded == 100
+
+    @staticmethod
+    def no_transport(*_args: Any) -> Any:
+        raise AssertionError("the DownTrack is made here, with its own transport")
 
     def last_out(self) -> int:
         return self.dt.seq.last_out

@@ -1,4 +1,4 @@
-"""A subscriber's PLI/FIR through the real path (SubscribeSide.on_rtcp -> DownTrack.on_pli ->
+"""A subscriber's PLI/FIR through the real path (Subscriber.on_rtcp -> DownTrack.on_pli ->
 PublishedTrack -> the stream's KeyframeRequester): a publisher that answers every request with a
 keyframe lifts the requester's minimum interval each time (a keyframe arrived since the last
 request), so one subscriber sending PLI after PLI made the publisher send ~20 keyframes a second
@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from sfu.routing.counters import WorkerCounters
 from sfu.routing.downtrack import KEYFRAME_REQUEST_INTERVAL, DownTrack
-from sfu.routing.participant import SubscribeSide
+from sfu.routing.ports import RoomHooks
 from sfu.routing.stream import RecvStream, build_ext_lengths, build_ext_map
+from sfu.routing.subscriber import Subscriber
 from sfu.routing.track import PublishedTrack
 from sfu.rtp.packet import build_rtp
 from sfu.rtp.rtcp.fir import Fir
 from sfu.rtp.rtcp.pli import Pli
 from sfu.rtp.vp8 import build_vp8_descriptor
-from sfu.sdp import URI_MID, NegotiatedCodec
+from sfu.sdp import DEFAULT_CAPABILITIES, URI_MID, NegotiatedCodec
 
 KEY = b"\x10\x02\x00\x9d\x01\x2a" + bytes(100)
 DELTA = b"\x11\x02\x00" + bytes(100)
@@ -46,7 +47,8 @@ class Room:
         self.track.set_source(self.stream, 0.0)
         self.sides = []
         for i in range(subscribers):
-            side = SubscribeSide(None, self.counters, lambda: self.now)  # type: ignore[arg-type]
+            side = Subscriber(f"sub{i}", True, lambda *_: None, self.counters,  # type: ignore[arg-type,return-value]
+                              lambda: self.now, DEFAULT_CAPABILITIES, RoomHooks())
             dt = DownTrack(self.track, f"sub{i}", Recorder(), 1000 + i, 2000 + i, "cname", self.counters)
             dt.bind("0", 96, 97, True)
             self.track.add_downtrack(dt)
