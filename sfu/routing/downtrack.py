@@ -1,9 +1,12 @@
 """DownTrack: one published track as one subscriber receives it.
 
-Each subscriber sees one continuous stream per track: its own SSRC, a sequence number and
-timestamp that continue across publisher reconnects, mutes and keyframe waits (SeqMunger,
-TimestampMunger), and the payload type the subscriber negotiated. `write` rewrites the
-shared packet's seq/ts/SSRC/PT in place and sends it; nothing else is copied. A ring of
+Each subscriber sees one continuous stream per track: its own SSRC, a sequence number,
+timestamp and VP8 PictureID/TL0PICIDX that continue across publisher reconnects, mutes and
+keyframe waits, and the payload type the subscriber negotiated. Its Forwarder
+(sfu.routing.forwarder) decides, per packet, drop or forward and the rewritten values (a
+Translation); `write` puts them into the shared packet in place (a rewritten
+PictureID/TL0PICIDX is put back after the send, for the next DownTrack), sends it and
+remembers it; nothing else is copied. A ring of
 recent outgoing seqs maps a subscriber's NACK back to the publisher stream's retransmission
 buffer; a NACK is answered per ``sfu.nack.ResendPolicy`` (each packet once per RTT, a few
 times in all, within the subscriber's byte budget), with the refusals counted by reason.
@@ -25,9 +28,10 @@ from sfu.nack import (
     ResendBudget,
     resend_verdict,
 )
+from sfu.routing.forwarder import Forwarder
 from sfu.rtp.packet import RtpHeader
 from sfu.rtp.rtcp.sdes import SourceDescription
-from sfu.rtp.seq import SeqMunger, TimestampMunger
+from sfu.rtp.vp8 import Vp8Descriptor, set_picture_id, set_tl0picidx
 from sfu.rtpstats import SendStats
 
 if TYPE_CHECKING:
@@ -50,10 +54,10 @@ _HMASK = _HISTORY - 1
 class DownTrack:
     __slots__ = (
         "track", "subscriber_id", "transport", "mid", "ssrc", "rtx_ssrc", "payload_type", "rtx_payload_type",
-        "clock_rate", "is_video", "seq", "ts", "bound", "muted", "waiting_keyframe", "needs_sync", "packets",
+        "clock_rate", "is_video", "forwarder", "bound", "muted", "packets",
         "bytes", "rtx_seq", "retransmits", "stats", "cname", "counters", "_gen", "_h_seq", "_h_ext", "_h_ts",
         "_h_gen", "_h_resends", "_h_resent_at", "_h_mark", "_nack_epoch", "_last_in_ts", "_last_out_ts", "_hdr",
-        "nack", "paused", "payload_bytes", "budget", "_pli_at",
+        "nack", "paused", "payload_bytes", "budget", "_pli_at", "_vp8",
     )
 
     def __init__(self, track: PublishedTrack, subscriber_id: str, transport: object, ssrc: int, rtx_ssrc: int,
@@ -68,13 +72,10 @@ class DownTrack:
         self.rtx_payload_type = 0
         self.clock_rate = track.codec.clock_rate
         self.is_video = track.kind == "video"
-        self.seq = SeqMunger(16)
-        self.ts = TimestampMunger(32)
+        self.forwarder = Forwarder(self.is_video, self.clock_rate, self.payload_type, transport, counters)
         self.bound = False  # the subscriber's answer accepted this track
         self.muted = False  # the publisher muted, or the provider muted them
         self.paused = False  # the subscriber asked not to receive it
-        self.waiting_keyframe = self.is_video
-        self.needs_sync = False
         self.nack = False
         self.packets = 0
         self.bytes = 0
@@ -99,6 +100,11 @@ class DownTrack:
         self._last_out_ts = 0
         self._hdr = RtpHeader()
         self._pli_at = float("-inf")
+        self._vp8 = Vp8Descriptor() if track.codec.name.lower() == "vp8" else None  # retransmissions
+
+    @property
+    def waiting_keyframe(self) -> bool:
+        return self.forwarder.waiting_keyframe
 
     # -- bind time ----------------------------------------------------------------------------
 
@@ -106,43 +112,45 @@ class DownTrack:
         """The subscriber's answer accepted this track with these payload types."""
         self.mid = mid
         self.payload_type = payload_type
+        self.forwarder.payload_type = payload_type
         self.rtx_payload_type = rtx_payload_type or 0
         self.nack = nack
         self.bound = True
 
     def switch_source(self) -> None:
         """The publisher's stream changed (reconnect): continue seamlessly from the next keyframe."""
-        self.needs_sync = True
+        track = self.track
+        old = track.source or track.ended  # the source being replaced (or the same: restart, unmute)
+        pic = tl0 = -1
+        fw = self.forwarder
+        desc = self._vp8
+        if old is not None and desc is not None and fw.seq.started and not fw.needs_sync:
+            # The VP8 values this subscriber last got: from the packet it was last sent.
+            last = fw.seq.last_out
+            i = last & _HMASK
+            item = old.buffer.get(self._h_ext[i]) if self._h_seq[i] == last and self._h_gen[i] == self._gen else None
+            hdr = self._hdr
+            if item is not None and hdr.load(item[0]) and desc.load(
+                    item[0], hdr.payload_offset, hdr.payload_offset + hdr.payload_length):
+                pic, tl0 = desc.picture_id, desc.tl0picidx
+        if desc is not None:
+            track.rewrite_vp8 = True
+        fw.switch_source(pic, tl0)
         self._gen += 1
-        if self.is_video:
-            self.waiting_keyframe = True
 
     # -- packet time ----------------------------------------------------------------------------
 
-    def write(self, pkt: bytearray, hdr: RtpHeader, ext_seq: int, keyframe: bool, now: float) -> None:
+    def write(self, pkt: bytearray, hdr: RtpHeader, ext_seq: int, keyframe: bool, vp8: Vp8Descriptor | None,
+              now: float) -> None:
+        """Forward one packet of the track (shared by all its DownTracks; `vp8` its descriptor)."""
         if not self.bound or self.muted or self.paused:
             return
-        seq = hdr.seq
-        if self.waiting_keyframe:
-            # Start (or resume) only at a keyframe the subscriber can actually receive: one
-            # sent before its DTLS is up would be lost and leave it with undecodable deltas.
-            if not keyframe or not self.transport.connected:  # type: ignore[attr-defined]
-                self.counters.keyframe_waits += 1
-                if self.seq.started and not self.needs_sync:
-                    self.seq.drop(seq)
-                return
-            self.waiting_keyframe = False
-        if self.needs_sync:
-            self.needs_sync = False
-            if self.seq.started:
-                self.seq.sync(seq)
-                self.ts.sync(hdr.timestamp, now, self.clock_rate)
-        out_seq = self.seq.munge(seq)
-        if out_seq is None:
+        tp = self.forwarder.translate(hdr, keyframe, vp8, now)
+        if tp is None:
             return
-        out_ts = self.ts.munge(hdr.timestamp, now)
+        out_seq, out_ts, payload_type, picture_id, tl0picidx = tp
         _SEQ_TS_SSRC.pack_into(pkt, 2, out_seq, out_ts, self.ssrc)
-        pkt[1] = (pkt[1] & 0x80) | self.payload_type
+        pkt[1] = (pkt[1] & 0x80) | payload_type
         i = out_seq & _HMASK
         self._h_seq[i] = out_seq
         self._h_ext[i] = ext_seq
@@ -151,7 +159,17 @@ class DownTrack:
         self._h_resends[i] = 0
         self._last_in_ts = hdr.timestamp
         self._last_out_ts = out_ts
-        self.transport.send_rtp(pkt)  # type: ignore[attr-defined]
+        if (picture_id >= 0 or tl0picidx >= 0) and vp8 is not None:
+            # Only after a source switch: rewrite, send, and put the publisher's values back.
+            if picture_id >= 0:
+                set_picture_id(pkt, vp8, picture_id)
+            if tl0picidx >= 0:
+                set_tl0picidx(pkt, vp8, tl0picidx)
+            self.transport.send_rtp(pkt)  # type: ignore[attr-defined]
+            set_picture_id(pkt, vp8, vp8.picture_id)
+            set_tl0picidx(pkt, vp8, vp8.tl0picidx)
+        else:
+            self.transport.send_rtp(pkt)  # type: ignore[attr-defined]
         self.packets += 1
         self.bytes += hdr.size
         self.payload_bytes += hdr.payload_length
@@ -253,6 +271,7 @@ class DownTrack:
             pkt = bytearray(original)
             _SEQ_TS_SSRC.pack_into(pkt, 2, out_seq, out_ts, self.ssrc)
             pkt[1] = (pkt[1] & 0x80) | self.payload_type
+            self._rewrite_vp8(pkt, hdr.payload_offset, hdr.payload_offset + hdr.payload_length)
             return pkt
         off, n = hdr.payload_offset, hdr.payload_length
         pkt = bytearray(off + 2 + n)
@@ -263,7 +282,18 @@ class DownTrack:
         self.rtx_seq = (self.rtx_seq + 1) & 0xFFFF
         _U16.pack_into(pkt, off, out_seq)
         pkt[off + 2:] = original[off: off + n]
+        self._rewrite_vp8(pkt, off + 2, off + 2 + n)
         return pkt
+
+    def _rewrite_vp8(self, pkt: bytearray, start: int, end: int) -> None:
+        """A retransmission carries the PictureID/TL0PICIDX its original was sent with."""
+        desc = self._vp8
+        if desc is not None and desc.load(pkt, start, end):
+            fw = self.forwarder
+            if desc.picture_id >= 0:
+                set_picture_id(pkt, desc, fw.picture_id_for(desc.picture_id))
+            if desc.tl0picidx >= 0:
+                set_tl0picidx(pkt, desc, fw.tl0picidx_for(desc.tl0picidx))
 
     def on_pli(self, now: float) -> None:
         """The subscriber's PLI or FIR: passed on at most once per KEYFRAME_REQUEST_INTERVAL."""

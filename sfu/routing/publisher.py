@@ -209,7 +209,7 @@ class Publisher:
         self._answer = None
         self._ufrag = ""
         for track in list(self.tracks.values()):
-            track.source = None
+            track.end_source()
 
     def close(self) -> None:
         if self.transport is not None:

@@ -18,7 +18,7 @@ from sfu.nack import NackGenerator, RetransmissionBuffer
 from sfu.rtp.ext import read_audio_level
 from sfu.rtp.h264 import is_h264_keyframe
 from sfu.rtp.packet import RtpHeader, find_extension
-from sfu.rtp.vp8 import is_vp8_keyframe
+from sfu.rtp.vp8 import Vp8Descriptor, is_vp8_keyframe
 from sfu.rtpstats import ReceiveStats
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ class RecvStream:
         "keyframe_fn", "nack", "stats", "buffer", "restarts", "ext_map", "ext_lengths", "translate_ext",
         "audio_level_id", "keyframes", "packets", "bytes", "rtx_packets", "padding_packets",
         "sr_ntp", "sr_rtp", "sr_at", "keyframe_requester", "_hdr", "counters", "nack_enabled",
-        "fraction_lost", "arm_nack",
+        "fraction_lost", "arm_nack", "_vp8",
     )
 
     def __init__(self, track: PublishedTrack, ssrc: int, rtx_ssrc: int | None, payload_type: int,
@@ -94,6 +94,9 @@ class RecvStream:
         self.clock_rate = clock_rate
         self.is_video = track.kind == "video"
         self.keyframe_fn = keyframe_detector(codec_name) if self.is_video else None
+        # VP8: once a DownTrack of the track switched source (its PictureIDs may be rewritten), the
+        # descriptor is read once a packet for all of them; until then only the keyframe bit is.
+        self._vp8 = Vp8Descriptor() if self.is_video and codec_name.lower() == "vp8" else None
         self.nack_enabled = nack_enabled
         self.nack = NackGenerator()
         # RFC 3550 A.1 probation: a jump of more than max_dropout is forwarded only once the
@@ -166,12 +169,18 @@ class RecvStream:
         self.bytes += hdr.size
         self.buffer.store(ext_seq, data, now)
         keyframe = False
-        if self.keyframe_fn is not None:
+        vp8 = self._vp8 if self.track.rewrite_vp8 else None
+        if vp8 is not None:
+            if vp8.load(data, hdr.payload_offset, hdr.payload_offset + hdr.payload_length):
+                keyframe = vp8.keyframe
+            else:
+                vp8 = None
+        elif self.keyframe_fn is not None:
             keyframe = self.keyframe_fn(data, hdr.payload_offset, hdr.payload_offset + hdr.payload_length)
-            if keyframe:
-                self.keyframes += 1
-                self.counters.keyframes_in += 1  # type: ignore[attr-defined]
-                self.keyframe_requester.on_keyframe(now)
+        if keyframe:
+            self.keyframes += 1
+            self.counters.keyframes_in += 1  # type: ignore[attr-defined]
+            self.keyframe_requester.on_keyframe(now)
         pkt = bytearray(data)
         if self.translate_ext and hdr.extension:
             self.translate_ext_into(pkt, hdr)
@@ -184,7 +193,7 @@ class RecvStream:
                     track.on_audio_level(level[1], level[0], now)
         if track.source is self:
             for dt in track.downtracks:
-                dt.write(pkt, hdr, ext_seq, keyframe, now)
+                dt.write(pkt, hdr, ext_seq, keyframe, vp8, now)
 
     def _unwrap_rtx(self, hdr: RtpHeader) -> bytes:
         """RFC 4588: the original packet is the RTX payload minus its 2-byte OSN."""

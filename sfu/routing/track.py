@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 class PublishedTrack:
     __slots__ = ("track_id", "publisher_id", "kind", "codec", "source", "downtracks", "muted", "stream_id",
-                 "_send_keyframe_request", "_audio_level", "published_at")
+                 "_send_keyframe_request", "_audio_level", "published_at", "ended", "rewrite_vp8")
 
     def __init__(self, track_id: str, publisher_id: str, kind: str, codec: NegotiatedCodec,
                  send_keyframe_request: Callable[[RecvStream], None],
@@ -31,6 +31,8 @@ class PublishedTrack:
         self.kind = kind
         self.codec = codec
         self.source: RecvStream | None = None
+        self.ended: RecvStream | None = None  # the source a reconnect ended, until the next one
+        self.rewrite_vp8 = False  # a DownTrack switched source: its streams hand over VP8 descriptors
         self.downtracks: tuple[DownTrack, ...] = ()
         self.muted = False
         self._send_keyframe_request = send_keyframe_request
@@ -41,12 +43,19 @@ class PublishedTrack:
         """A new incoming stream feeds this slot (first publish, reconnect, new page): every
         DownTrack continues its own sequence from the next keyframe."""
         previous = self.source
-        self.source = stream
         if previous is not stream:
             for dt in self.downtracks:
-                dt.switch_source()
+                dt.switch_source()  # while self.source is still the one it replaces
+        self.source = stream
+        self.ended = None
         if self.kind == "video":
             self.request_keyframe(now)
+
+    def end_source(self) -> None:
+        """The publisher's connection is gone (a new page): no source until it publishes again."""
+        if self.source is not None:
+            self.ended = self.source
+        self.source = None
 
     def add_downtrack(self, dt: DownTrack) -> None:
         self.downtracks = (*self.downtracks, dt)

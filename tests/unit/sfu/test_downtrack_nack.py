@@ -74,7 +74,7 @@ class Call:
         raise AssertionError("the DownTrack is made here, with its own transport")
 
     def last_out(self) -> int:
-        return self.dt.seq.last_out
+        return self.dt.forwarder.seq.last_out
 
     def nack(self, pairs: list[tuple[int, int]], after: float = 0.0) -> list[bytes]:
         self.now += after
