@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, get_type_hints
 
+from sfu import heap
 from sfu.errors import BadArguments, RoomNotFound, SfuError, UnknownCommand
 from sfu.nack import ResendPolicy
 from sfu.routing.counters import WorkerCounters
@@ -38,6 +39,7 @@ REPORT_INTERVAL = 1.0
 SPEAKER_INTERVAL = 0.3
 STATS_INTERVAL = 2.0
 HOUSEKEEPING_INTERVAL = 1.0
+HEAP_TRIM_INTERVAL = 30.0  # free heap pages back to the system (sfu/heap.py), after a participant left
 
 
 def _without_transport_cc(caps: MediaCapabilities) -> MediaCapabilities:
@@ -62,6 +64,7 @@ class WorkerConfig:
     consent_timeout: float = 30.0
     tcp_port: int | None = None  # passive ICE-TCP on this TCP port (0: a free one); None: UDP only
     resend: ResendPolicy = field(default_factory=ResendPolicy)  # answering subscribers' NACKs
+    heap_trim_interval: float = HEAP_TRIM_INTERVAL  # 0: never trim
 
 
 class Worker:
@@ -80,6 +83,9 @@ class Worker:
         self._gone_out = [0, 0]  # packets sent by DownTracks that no longer exist
         self._nack_armed = False
         self.started_at = time.monotonic()
+        self.trim_heap: Callable[[], bool] = heap.trim
+        self._released = False  # a participant or room went away since the last heap trim
+        self.heap_trims = 0
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -102,6 +108,8 @@ class Worker:
         self._every(REPORT_INTERVAL, self._tick_reports)
         self._every(SPEAKER_INTERVAL, self._tick_speakers)
         self._every(STATS_INTERVAL, self._tick_stats)
+        if self.config.heap_trim_interval > 0 and heap.available:
+            self._every(self.config.heap_trim_interval, self._tick_heap)
 
     async def stop(self) -> None:
         for room in list(self.rooms.values()):
@@ -160,6 +168,7 @@ class Worker:
         return {"room_id": room_id, "worker": self.config.index}
 
     def _retire(self, participants: list[Any]) -> None:
+        self._released = True
         for p in participants:
             for dt in p.downtracks.values():
                 self._gone_out[1 if dt.is_video else 0] += dt.packets
@@ -224,7 +233,8 @@ class Worker:
         return {"worker": self.config.index, "pid": os.getpid(), "port": self.config.port, **self.load(),
                 "audio_out": audio_out, "video_out": video_out,
                 "cpu_seconds": ru.ru_utime + ru.ru_stime, "max_rss_kb": ru.ru_maxrss,
-                "loop_lag_seconds": round(max(self._lag_reported, self._lag_max), 6), "counters": self.counters.snapshot(),
+                "loop_lag_seconds": round(max(self._lag_reported, self._lag_max), 6), "heap_trims": self.heap_trims,
+                "counters": self.counters.snapshot(),
                 "transport": self.endpoint.totals() if self.endpoint is not None else {}}
 
     COMMANDS = ("create_room", "close_room", "add_participant", "remove_participant", "publish_offer",
@@ -290,6 +300,14 @@ class Worker:
         for room in self.rooms.values():
             room.tick_speakers(now)
             room.tick_first_media()
+
+    def _tick_heap(self, now: float) -> None:
+        """What departed participants and rooms freed, handed back to the system: their packet
+        rings and buffers leave holes in glibc's heap that it keeps forever otherwise."""
+        if self._released:
+            self._released = False
+            self.trim_heap()
+            self.heap_trims += 1
 
     def _tick_stats(self, now: float) -> None:
         # The interval ends here: report its maximum lag (this tick's own lateness included), then start over.
