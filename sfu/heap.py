@@ -2,10 +2,11 @@
 
 Packets, SRTP buffers and Python objects over 512 bytes live on glibc's heap. Under
 join/leave churn the long-lived ones (retransmission rings, a room's buffers) end up
-scattered among chunks that were freed, so the heap's top can never be trimmed and the
-worker's RSS ratchets up to the high-water mark of the churn while the bytes actually in
-use stay flat (issue 13: 67 -> 109 MB in a 30-minute soak, mallinfo's in-use flat).
-`malloc_trim(0)` hands every free page inside the heap back (madvise), wherever it is.
+scattered among chunks that were freed, so the heap's top can rarely be trimmed and what
+departed participants and closed rooms freed stays in the worker's RSS. `malloc_trim(0)`
+hands every free page inside the heap back (madvise), wherever it is (issue 8's soak: one
+trim after the rooms closed took the worker from 94 to 78 MB in 4 ms). It does not help
+memory still in use: the soak's growth while rooms live is not this (bench/RESULTS.md, Soak).
 
 Without glibc (musl, macOS) there is nothing to call: `available` is False and `trim()`
 returns False.
