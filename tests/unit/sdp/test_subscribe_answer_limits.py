@@ -5,9 +5,20 @@ from __future__ import annotations
 
 import pytest
 
-from sfu.sdp import NegotiatedCodec, OutTrack, SdpError, apply_subscribe_answer, build_subscribe_offer, parse_sdp
+from sfu.sdp import (
+    NegotiatedCodec,
+    OutTrack,
+    SdpError,
+    apply_subscribe_answer,
+    build_subscribe_offer,
+    parse_sdp,
+)
 from sfu.sdp.errors import ANSWER_MISMATCH, SDP_TOO_LARGE
-from sfu.sdp.subscribe import MAX_ANSWER_BASE_SIZE, MAX_ANSWER_SECTION_SIZE, check_subscribe_answer_text
+from sfu.sdp.subscribe import (
+    MAX_ANSWER_BASE_SIZE,
+    MAX_ANSWER_SECTION_SIZE,
+    check_subscribe_answer_text,
+)
 
 from .conftest import LOCAL
 
