@@ -34,9 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
-import shlex
 import struct
 import sys
 import time
@@ -45,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import machine_info
+from bench.common import command_line, machine_info, run_quietly
 from bench.media import _Driver, cpu_ns_of, free_udp_port
 from bench.media_source import EncodedMedia, load_media
 from bench.synthetic import InboundStream, PeerConnection, SyntheticParticipant
@@ -681,24 +679,12 @@ def run(args: argparse.Namespace) -> int:
     if not 1 <= args.count <= MAX_COUNT or not 1 <= args.bomb_count <= 100:
         print(f"telesfu bench amplify: --count in [1, {MAX_COUNT}], --bomb-count in [1, 100]", file=sys.stderr)
         return 2
-    import logging
-
-    import uvloop
-
-    for name in ("telesfu", "aioice", "aiortc"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    os.environ.setdefault("TELESFU_LOG_LEVEL", "WARNING")
-    try:
-        return uvloop.run(_main(args))
-    except KeyboardInterrupt:
-        return 130
+    return run_quietly(lambda: _main(args))
 
 
 async def _main(args: argparse.Namespace) -> int:
     media = load_media(Path(args.media_cache) if args.media_cache else None)
-    argv = sys.argv[1:]
-    tail = argv[argv.index("amplify") + 1:] if "amplify" in argv else argv
-    report: dict[str, Any] = {"command": " ".join(shlex.quote(a) for a in ["telesfu", "bench", "amplify", *tail]),
+    report: dict[str, Any] = {"command": command_line("amplify"),
                               "machine": machine_info()}
 
     def progress(name: str, k: int, n: int) -> None:

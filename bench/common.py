@@ -1,13 +1,16 @@
-"""What every benchmark reports alike: the machine it ran on, and percentiles."""
+"""What every benchmark does alike: the machine it ran on, percentiles, its command line, and
+running quietly (progress bars, not log lines)."""
 
 from __future__ import annotations
 
 import math
 import os
 import platform
+import shlex
 import socket
 import subprocess
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -52,3 +55,30 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     if n == 0:
         return 0.0
     return float(sorted_values[min(n - 1, max(0, math.ceil(q * n) - 1))])
+
+
+def bench_argv(name: str) -> list[str]:
+    """This bench's own arguments: what follows `name` on the command line (all of it if absent)."""
+    argv = sys.argv[1:]
+    return argv[argv.index(name) + 1:] if name in argv else argv
+
+
+def command_line(name: str) -> str:
+    """The command that reproduces this run, as a report records it."""
+    return " ".join(shlex.quote(a) for a in ["telesfu", "bench", name, *bench_argv(name)])
+
+
+def run_quietly(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    """Run a bench's coroutine on uvloop with the node's, aioice's and aiortc's logs at WARNING
+    (their lines, and the workers' stderr, would break the progress bars); 130 on Ctrl-C."""
+    import logging
+
+    import uvloop
+
+    for logger in ("telesfu", "aioice", "aiortc"):
+        logging.getLogger(logger).setLevel(logging.WARNING)
+    os.environ.setdefault("TELESFU_LOG_LEVEL", "WARNING")
+    try:
+        return uvloop.run(main())
+    except KeyboardInterrupt:
+        return 130

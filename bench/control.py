@@ -39,7 +39,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from bench.common import machine_info, percentile
+from bench.common import bench_argv, machine_info, percentile
 from control.config import Config
 from control.domain.admission import Code
 from control.domain.models import Appointment, Client, Provider, Role, format_time, utcnow
@@ -1090,7 +1090,7 @@ def aims(stores: dict[str, Any]) -> list[dict[str, Any]]:
 async def _main(args: argparse.Namespace) -> int:
     kinds = ["memory", "redis"] if args.store == "both" else [args.store]
     redis_url = args.redis_url or os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
-    report: dict[str, Any] = {"command": " ".join(shlex.quote(a) for a in ["telesfu", "bench", "control", *_argv_tail()]),
+    report: dict[str, Any] = {"command": " ".join(shlex.quote(a) for a in ["telesfu", "bench", "control", *bench_argv("control")]),
                               "machine": machine_info(), "params": {k: v for k, v in vars(args).items() if k != "func"},
                               "stores": {}}
     load0, (busy0, steal0), own0, w0 = list(os.getloadavg()), _system_cpu(), _own_cpu(), time.perf_counter()
@@ -1120,9 +1120,6 @@ async def _main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _argv_tail() -> list[str]:
-    argv = sys.argv[1:]
-    return argv[argv.index("control") + 1:] if "control" in argv else argv
 
 
 @contextmanager

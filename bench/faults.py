@@ -23,7 +23,6 @@ import contextlib
 import json
 import os
 import random
-import shlex
 import signal
 import sys
 import time
@@ -33,7 +32,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.common import machine_info, percentile
+from bench.common import command_line, machine_info, percentile
 from bench.joins import HTTP_TIMEOUT, AiortcPeer, Control, Marks, OwnedNode, Signaling, uid
 from bench.media import worker_pids_of
 
@@ -292,9 +291,7 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger(name).setLevel(logging.ERROR)
     report = asyncio.run(measure(args.runs, settle=args.settle, timeout=args.timeout, store_url=args.store,
                                  progress=lambda s: print(s, file=sys.stderr, flush=True)))
-    argv = sys.argv[1:]
-    report["command"] = "telesfu bench faults " + " ".join(
-        shlex.quote(a) for a in (argv[argv.index("faults") + 1:] if "faults" in argv else argv))
+    report["command"] = command_line("faults")
     text = json.dumps(report, indent=2)
     if args.json:
         with open(args.json, "w") as fh:

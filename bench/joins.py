@@ -40,7 +40,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.common import machine_info, percentile
+from bench.common import bench_argv, machine_info, percentile
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -1365,7 +1365,7 @@ async def _main(args: argparse.Namespace) -> int:
     import aioice.ice
 
     report: dict[str, Any] = {
-        "command": "telesfu bench joins " + " ".join(shlex.quote(a) for a in _argv_tail()),
+        "command": "telesfu bench joins " + " ".join(shlex.quote(a) for a in bench_argv("joins")),
         "machine": machine_info(),
         "notes": [
             "aiortc's VP8/Opus encoding and decoding (provider and client), Chromium and the node share "
@@ -1448,9 +1448,6 @@ async def _main(args: argparse.Namespace) -> int:
     return rc or (1 if failed or report["errors"] else 0)
 
 
-def _argv_tail() -> list[str]:
-    argv = sys.argv[1:]
-    return argv[argv.index("joins") + 1:] if "joins" in argv else argv
 
 
 # -- output --------------------------------------------------------------------------------------------

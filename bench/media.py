@@ -57,7 +57,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from bench.common import machine_info
+from bench.common import bench_argv, machine_info, run_quietly
 from bench.media_source import EncodedMedia, load_media
 from bench.synthetic import LoadGenerator, NodeSignaling, histogram_summary, new_histogram
 from control.config import MediaConfig
@@ -1063,24 +1063,14 @@ def run(args: argparse.Namespace) -> int:
     if args.target and not args.api_key:
         print("telesfu bench media: --target needs --api-key", file=sys.stderr)
         return 2
-    import logging
-
-    import uvloop
-
-    for name in ("telesfu", "aioice", "aiortc"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    os.environ.setdefault("TELESFU_LOG_LEVEL", "WARNING")  # the workers' stderr would break the progress bars
-    try:
-        return uvloop.run(_main(args, scenarios))
-    except KeyboardInterrupt:
-        return 130
+    return run_quietly(lambda: _main(args, scenarios))
 
 
 async def _main(args: argparse.Namespace, scenarios: list[Scenario]) -> int:
     t0 = time.perf_counter()
     media = load_media(Path(args.media_cache) if args.media_cache else None)
     report: dict[str, Any] = {
-        "command": " ".join(shlex.quote(a) for a in ["telesfu", "bench", "media", *_argv_tail()]),
+        "command": " ".join(shlex.quote(a) for a in ["telesfu", "bench", "media", *bench_argv("media")]),
         "machine": machine_info(), "media": media.summary(), "media_load_seconds": round(time.perf_counter() - t0, 2),
         "runs": []}
     target = NodeTarget(args.target, args.api_key) if args.target else None
@@ -1140,9 +1130,6 @@ def print_cross_check(report: dict[str, Any]) -> None:
                       f"aiortc process {a['generator_cores']:.2f} cores")
 
 
-def _argv_tail() -> list[str]:
-    argv = sys.argv[1:]
-    return argv[argv.index("media") + 1:] if "media" in argv else argv
 
 
 class LiveProgress:

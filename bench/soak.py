@@ -35,14 +35,13 @@ import gc
 import json
 import os
 import random
-import shlex
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import machine_info
+from bench.common import command_line, machine_info, run_quietly
 from bench.media import (
     LiveProgress,
     NodeTarget,
@@ -564,24 +563,12 @@ def run(args: argparse.Namespace) -> int:
         print("telesfu bench soak: --minutes in (0, 240], 0 <= --warmup-minutes < --minutes, --load in (0, 2]",
               file=sys.stderr)
         return 2
-    import logging
-
-    import uvloop
-
-    for name in ("telesfu", "aioice", "aiortc"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    os.environ.setdefault("TELESFU_LOG_LEVEL", "WARNING")
-    try:
-        return uvloop.run(_main(args))
-    except KeyboardInterrupt:
-        return 130
+    return run_quietly(lambda: _main(args))
 
 
 async def _main(args: argparse.Namespace) -> int:
     media = load_media(Path(args.media_cache) if args.media_cache else None)
-    argv = sys.argv[1:]
-    tail = argv[argv.index("soak") + 1:] if "soak" in argv else argv
-    report: dict[str, Any] = {"command": " ".join(shlex.quote(a) for a in ["telesfu", "bench", "soak", *tail]),
+    report: dict[str, Any] = {"command": command_line("soak"),
                               "machine": machine_info()}
     with LiveProgress() as live:
         live.start("soak")
