@@ -273,10 +273,10 @@ async def get_audit(request: web.Request) -> web.Response:
     limit_s = request.query.get("limit", "1000")
     if not _LIMIT_RE.fullmatch(limit_s) or not 1 <= int(limit_s) <= 10000:  # ASCII digits only: int() takes "²"
         raise RequestError("invalid_parameter", "limit must be an integer from 1 to 10000")
-    after_s = request.query.get("after", "")
-    if after_s and not _AFTER_RE.fullmatch(after_s):  # ASCII digits only, as for limit
+    after_s = request.query.get("after")  # absent: from the start; present, even empty: an entry id
+    if after_s is not None and not _AFTER_RE.fullmatch(after_s):  # ASCII digits only, as for limit
         raise RequestError("invalid_parameter", "after must be an entry id (a decimal integer)")
-    after = int(after_s) if after_s else None
+    after = int(after_s) if after_s is not None else None
     limit = int(limit_s)
     entries = await request.app[NODE].store.list_audit(apt_id, limit, after)
     body: dict[str, Any] = {"entries": [e.to_json() for e in entries]}

@@ -53,7 +53,7 @@ async def test_hostile_json_bodies_get_400_invalid_json(live, caplog, raw, what)
 
 
 @pytest.mark.parametrize("query", ["limit=abc", "limit=%C2%B2", "limit=" + "9" * 5000, "limit=-1", "limit=0",
-                                   "limit=10001", "limit=1.5", "limit=%EF%BC%91", "after=%C2%B2", "after=x",
+                                   "limit=10001", "limit=1.5", "limit=%EF%BC%91", "after=%C2%B2", "after=x", "after=",
                                    "after=" + "9" * 5000, "after=-1"])
 async def test_a_bad_limit_or_after_gets_400_invalid_parameter(live, caplog, query):
     s, b = await live.call("GET", f"/v1/audit?appointment_id=a1&{query}")
