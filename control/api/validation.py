@@ -63,8 +63,11 @@ def _str(body: dict[str, Any], key: str, max_len: int = MAX_NAME) -> str:
 
 
 def _name(body: dict[str, Any], key: str) -> str:
-    """A display name: _str, and no bidi, zero-width or other control characters (422)."""
-    v = _str(body, key)
+    """A display name: _str, and no bidi, zero-width or other control characters (422).
+    Checked before stripping: Python strips some control characters (U+001C-U+001F) as
+    white space, so a name of only those would read as blank (400) though it is no blank."""
+    raw = body[key]
+    v = _str(body, key) if not isinstance(raw, str) or unsafe_character(raw) is None else raw
     bad = unsafe_character(v)
     if bad is not None:
         raise RequestError("invalid_name", f"{key} may not contain control, bidi, zero-width or invisible characters "

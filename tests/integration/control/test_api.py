@@ -138,7 +138,7 @@ async def test_names_with_bidi_zero_width_or_control_characters_refused(live, ki
 
 
 @pytest.mark.parametrize("name", ["\u3164", "\u115f\u1160", "\uffa0", "\u2800\u2800", "Dr. P\u034fx", "Dr. P\u3164x",
-                                  "Dr. P\u17b4x", "Dr. P\u180bx"])
+                                  "Dr. P\u17b4x", "Dr. P\u180bx", "\x1d", "\x1c\x1f"])
 @pytest.mark.parametrize("kind", ["providers", "clients"])
 async def test_names_with_invisible_fillers_refused(live, kind, name):
     """Hangul and braille fillers and other invisible letters are not Cf but render as nothing:
